@@ -1,0 +1,117 @@
+"""Builds and runs the gRPC server: the service, health, reflection, and the default model at start."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from movie_embeddings.v1 import movie_embeddings_pb2 as pb
+from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
+
+from . import config
+from .servicer import MovieEmbeddingServicer
+from .store import Store
+from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MovieEmbeddingService"].full_name
+BOOTSTRAP_SEED = 42  # the default model a newcomer gets is the same on every machine
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `serve` can be told on its command line."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_workers: int = 16
+    max_concurrent_trains: int = 1
+    max_cells: int = config.MAX_CELLS
+    grace_seconds: float = 5.0
+
+
+@dataclass
+class Running:
+    """A started server and the parts a caller may need."""
+
+    server: grpc.Server
+    port: int
+    store: Store
+    trainer: Trainer
+    health: health.HealthServicer
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, status)
+
+
+def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
+    """Load the store and bind the server (not started); health is NOT_SERVING until a model is ready."""
+    store = Store(cfg.data_dir)
+    loaded = store.load_all()
+    log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
+    trainer = Trainer(store, cfg.max_concurrent_trains)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.max_workers))
+    pb_grpc.add_MovieEmbeddingServiceServicer_to_server(
+        MovieEmbeddingServicer(store, trainer, cfg.max_cells), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+    running = Running(server, port, store, trainer, health_servicer)
+    running.set_serving(not store.is_empty())
+    return server, running
+
+
+def bootstrap(running: Running) -> None:
+    """Train the seeded `default` model when the store is empty, logging each epoch."""
+    if not running.store.is_empty():
+        return
+    log.info("empty model store: training the default model (seed %d)", BOOTSTRAP_SEED)
+    synthetic = config.resolve_synthetic({"seed": BOOTSTRAP_SEED})
+    spec = config.resolve_training({})
+
+    def progress(e) -> None:  # type: ignore[no-untyped-def]
+        log.info("default model: epoch %d/%d loss %.4f", e.epoch, e.epochs, e.loss)
+
+    served = running.trainer.train(config.DEFAULT_MODEL, synthetic, spec, progress)
+    log.info("default model v%d ready", served.version)
+    running.set_serving(True)
+
+
+def serve(cfg: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then stop within the grace period."""
+    started = time.perf_counter()
+    server, running = create_server(cfg)
+    server.start()
+    log.info("listening on %s:%d", cfg.host, running.port)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    bootstrap(running)
+    log.info("serving (ready %.1f s after start)", time.perf_counter() - started)
+    stopping.wait()
+    log.info("shutting down (grace %.1f s)", cfg.grace_seconds)
+    running.set_serving(False)
+    server.stop(cfg.grace_seconds).wait()

@@ -1,0 +1,28 @@
+"""Domain errors raised by validation, store and search; the servicer maps them to status codes."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the server refuses; the message is safe to show to the caller."""
+
+
+class InvalidArgument(ServiceError):
+    """A field is malformed or out of its bound."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+class NotFound(ServiceError):
+    """An unknown model, version or movie."""
+
+
+class FailedPrecondition(ServiceError):
+    """The server is not in a state to answer (no model is ready yet)."""
+
+
+class ResourceExhausted(ServiceError):
+    """The request asks for more work than the server allows."""

@@ -1,0 +1,228 @@
+"""The gRPC servicer: validate, convert between protobuf and numpy, delegate; one error table."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from movie_embeddings.v1 import movie_embeddings_pb2 as pb
+from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
+
+from . import config, errors, training
+from .inference import ServedModel
+from .store import Store, check_name
+from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+# Domain error -> status code: the only place this mapping lives on the server.
+STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    training.Cancelled: grpc.StatusCode.CANCELLED,
+}
+
+PRESET_NAMES = {pb.PRESET_DEFAULT: "default", pb.PRESET_NOTEBOOK: "notebook"}
+PRESET_VALUES = {v: k for k, v in PRESET_NAMES.items()}
+METRIC_NAMES = {
+    pb.METRIC_UNSPECIFIED: "cosine",
+    pb.METRIC_COSINE: "cosine",
+    pb.METRIC_DOT: "dot",
+    pb.METRIC_EUCLIDEAN: "euclidean",
+}
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    code = next(c for cls, c in STATUS_OF.items() if isinstance(exc, cls))
+    status = status_pb2.Status(code=code.value[0], message=str(exc))
+    if isinstance(exc, errors.InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field, description=exc.description
+        )
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        status.details.append(detail)
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+def _internal(context: grpc.ServicerContext, name: str) -> None:
+    log.exception("%s failed", name)  # the traceback stays in the server's log
+    context.abort(grpc.StatusCode.INTERNAL, f"{name}: internal error (see the server log)")
+
+
+def _handler(fn: Callable) -> Callable:
+    """Turn domain errors into their status codes and anything else into INTERNAL, never UNKNOWN."""
+
+    @functools.wraps(fn)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except tuple(STATUS_OF) as exc:
+            _abort(context, exc)
+        except Exception:
+            _internal(context, fn.__name__)
+
+    @functools.wraps(fn)
+    def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except tuple(STATUS_OF) as exc:
+            _abort(context, exc)
+        except Exception:
+            _internal(context, fn.__name__)
+
+    return streaming if inspect.isgeneratorfunction(fn) else unary
+
+
+def _ref(served: ServedModel) -> pb.ModelRef:
+    return pb.ModelRef(name=served.name, version=served.version)
+
+
+def model_info(served: ServedModel) -> pb.ModelInfo:
+    """A stored version's description, from its metadata."""
+    meta = served.meta
+    training_meta = dict(meta["training"])
+    training_cfg = pb.TrainingConfig(
+        preset=PRESET_VALUES.get(training_meta.pop("preset"), pb.PRESET_UNSPECIFIED),
+        **{k: v for k, v in training_meta.items() if k in pb.TrainingConfig.DESCRIPTOR.fields_by_name},
+    )
+    info = pb.ModelInfo(
+        ref=_ref(served),
+        synthetic=pb.SyntheticData(**meta["synthetic"]),
+        training=training_cfg,
+        metrics=meta.get("metrics", {}),
+        num_movies=served.num_movies,
+        embedding_dim=served.embedding_dim,
+        state=pb.MODEL_STATE_READY,
+        age_mean=served.age_mean,
+        age_std=served.age_std,
+    )
+    info.create_time.FromDatetime(datetime.fromisoformat(meta["create_time"]))
+    return info
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    """The scalar fields of a message as a dict; `optional` fields only when set."""
+    out = {}
+    for f in message.DESCRIPTOR.fields:
+        if f.has_presence and not message.HasField(f.name):
+            continue
+        out[f.name] = getattr(message, f.name)
+    return out
+
+
+class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
+    """Thin: each RPC resolves the model, converts the request, calls the domain, converts back."""
+
+    def __init__(self, store: Store, trainer: Trainer, max_cells: int = config.MAX_CELLS) -> None:
+        self.store = store
+        self.trainer = trainer
+        self.max_cells = max_cells
+
+    @_handler
+    def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> Iterator[pb.TrainResponse]:
+        name = check_name("model_name", request.model_name)
+        synthetic = config.resolve_synthetic(_fields(request.synthetic), max_cells=self.max_cells)
+        given = _fields(request.training)
+        preset = given["preset"]
+        given["preset"] = PRESET_NAMES.get(preset, f"unknown value {preset}" if preset else "")
+        spec = config.resolve_training(given)
+        stop = threading.Event()
+        context.add_callback(stop.set)  # runs when the call ends: cancelled, deadline or done
+        for event in self.trainer.stream(name, synthetic, spec, stop):
+            if isinstance(event, ServedModel):
+                yield pb.TrainResponse(model=model_info(event))
+            else:
+                yield pb.TrainResponse(
+                    progress=pb.TrainProgress(
+                        epoch=event.epoch,
+                        epochs=event.epochs,
+                        loss=event.loss,
+                        val_loss=event.val_loss,
+                        elapsed_seconds=event.elapsed_seconds,
+                    )
+                )
+
+    def _model(self, ref: pb.ModelRef) -> ServedModel:
+        return self.store.resolve(ref.name, ref.version)
+
+    @_handler
+    def GetMovieVector(self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext) -> pb.GetMovieVectorResponse:
+        served = self._model(request.model)
+        vector = served.vectors(np.array([request.movie_id]), field="movie_id")[0]
+        return pb.GetMovieVectorResponse(movie_id=request.movie_id, vector=vector, model=_ref(served))
+
+    @_handler
+    def BatchGetMovieVectors(self, request: pb.BatchGetMovieVectorsRequest, context: grpc.ServicerContext) -> pb.BatchGetMovieVectorsResponse:
+        served = self._model(request.model)
+        ids = np.asarray(request.movie_ids, dtype=np.int64)
+        matrix = served.vectors(ids)
+        ids = ids if ids.size else np.arange(served.num_movies)
+        return pb.BatchGetMovieVectorsResponse(
+            vectors=[pb.MovieVector(movie_id=i, vector=row) for i, row in zip(ids.tolist(), matrix, strict=True)],
+            model=_ref(served),
+        )
+
+    @_handler
+    def NearestMovies(self, request: pb.NearestMoviesRequest, context: grpc.ServicerContext) -> pb.NearestMoviesResponse:
+        served = self._model(request.model)
+        query = request.WhichOneof("query")
+        if request.metric not in METRIC_NAMES:
+            raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
+        ids, scores = served.nearest(
+            movie_id=request.movie_id if query == "movie_id" else None,
+            vector=np.asarray(request.vector.values, dtype=np.float32) if query == "vector" else None,
+            k=request.k or 10,
+            metric=METRIC_NAMES[request.metric],
+            exclude=np.asarray(request.exclude_movie_ids, dtype=np.int64),
+        )
+        return pb.NearestMoviesResponse(
+            neighbors=[pb.Neighbor(movie_id=i, score=s) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
+            model=_ref(served),
+        )
+
+    @_handler
+    def Reconstruct(self, request: pb.ReconstructRequest, context: grpc.ServicerContext) -> pb.ReconstructResponse:
+        served = self._model(request.model)
+        ws = request.watchers
+        watchers = served.make_watchers(
+            [list(w.ratings) for w in ws],
+            [list(w.liked_movie_ids) for w in ws],
+            [w.age_years for w in ws],
+            [w.education for w in ws],
+        )
+        probabilities, recommended = served.reconstruct(watchers, request.top_k)
+        out = []
+        for i, row in enumerate(probabilities):
+            ids = recommended[i] if recommended else np.empty(0, dtype=np.int64)
+            out.append(
+                pb.Reconstruction(
+                    probabilities=row,
+                    recommendations=[
+                        pb.Recommendation(movie_id=m, probability=p)
+                        for m, p in zip(ids.tolist(), row[ids].tolist(), strict=True)
+                    ],
+                )
+            )
+        return pb.ReconstructResponse(reconstructions=out, model=_ref(served))
+
+    @_handler
+    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[model_info(s) for s in self.store.list(request.name)])
+
+    @_handler
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.GetModelResponse:
+        return pb.GetModelResponse(model=model_info(self._model(request.model)))

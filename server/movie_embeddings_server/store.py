@@ -1,0 +1,167 @@
+"""Model versions on disk (<data-dir>/<name>/<version>/) and the loaded ones in memory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DEFAULT_MODEL
+from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .inference import WEIGHT_NAMES, ServedModel
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
+_NAME_RE = re.compile(NAME_PATTERN)
+_VERSION_RE = re.compile(r"[1-9][0-9]*")
+_TMP_PREFIX = ".tmp-"
+METADATA = "metadata.json"
+WEIGHTS = "weights.npz"
+KERAS_MODEL = "model.keras"
+
+
+def check_name(field: str, name: str) -> str:
+    """The model name to use: empty means "default"; nothing that could leave the data dir."""
+    name = name or DEFAULT_MODEL
+    if not _NAME_RE.fullmatch(name):
+        raise InvalidArgument(field, f"must match {NAME_PATTERN}, got {name!r}")
+    return name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Store:
+    """Reads and writes versions; a version becomes visible only by an atomic rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._models: dict[str, dict[int, ServedModel]] = {}
+
+    def load_all(self) -> int:
+        """Load every complete version under the root; damaged ones are skipped with a warning."""
+        count = 0
+        for model_dir in sorted(self.root.iterdir()):
+            if not (model_dir.is_dir() and _NAME_RE.fullmatch(model_dir.name)):
+                continue
+            for version_dir in model_dir.iterdir():
+                if not _VERSION_RE.fullmatch(version_dir.name):
+                    continue  # staging directories of unfinished (or crashed) trainings
+                try:
+                    served = self._read(model_dir.name, int(version_dir.name))
+                except Exception as exc:  # any damage: keep serving the rest
+                    log.warning("skipping damaged model version %s: %s", version_dir, exc)
+                    continue
+                self._register(served)
+                count += 1
+        return count
+
+    def _read(self, name: str, version: int) -> ServedModel:
+        path = self.root / name / str(version)
+        meta = json.loads((path / METADATA).read_text())
+        with np.load(path / WEIGHTS) as npz:
+            weights = {k: npz[k] for k in WEIGHT_NAMES}
+        return ServedModel(name, version, weights, meta)
+
+    def _register(self, served: ServedModel) -> None:
+        with self._lock:
+            self._models.setdefault(served.name, {})[served.version] = served
+
+    def stage(self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict) -> Path:
+        """Write a complete version into a hidden staging directory (not yet a version)."""
+        tmp = self.root / name / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir(parents=True)
+        if keras_model is not None:
+            keras_model.save(tmp / KERAS_MODEL)
+        with open(tmp / WEIGHTS, "wb") as f:
+            np.savez(f, **weights)
+            f.flush()
+            os.fsync(f.fileno())
+        _write_file(tmp / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        return tmp
+
+    def commit(self, name: str, staged: Path) -> ServedModel:
+        """Rename a staged directory to the next version number and serve it."""
+        with self._lock:
+            existing = [int(p.name) for p in (self.root / name).iterdir() if _VERSION_RE.fullmatch(p.name)]
+            version = max(existing, default=0) + 1
+            os.rename(staged, self.root / name / str(version))
+            _fsync_dir(self.root / name)
+        served = self._read(name, version)
+        self._register(served)
+        return served
+
+    def discard(self, staged: Path) -> None:
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def save(self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict) -> ServedModel:
+        """Stage then commit: a crash at any point leaves either no version or a complete one."""
+        staged = self.stage(name, keras_model, weights, meta)
+        try:
+            return self.commit(name, staged)
+        except BaseException:
+            self.discard(staged)
+            raise
+
+    def is_empty(self) -> bool:
+        with self._lock:
+            return not self._models
+
+    def resolve(self, name: str, version: int, field: str = "model") -> ServedModel:
+        """The version asked for; version 0 is the newest."""
+        name = check_name(f"{field}.name", name)
+        if version < 0:
+            raise InvalidArgument(f"{field}.version", f"must be >= 0 (0 = newest), got {version}")
+        with self._lock:
+            if not self._models:
+                raise FailedPrecondition("no model is ready yet; train one first")
+            versions = self._models.get(name)
+            if not versions:
+                raise NotFound(f"model {name!r} not found")
+            if version == 0:
+                return versions[max(versions)]
+            if version not in versions:
+                raise NotFound(f"model {name!r} has no version {version} (has {sorted(versions)})")
+            return versions[version]
+
+    def list(self, name: str = "") -> list[ServedModel]:
+        """Loaded versions sorted by name then version, of one model or all."""
+        if name:
+            check_name("name", name)
+        with self._lock:
+            return [
+                v
+                for n in sorted(self._models)
+                if not name or n == name
+                for _, v in sorted(self._models[n].items())
+            ]
+
+
+def new_metadata(**fields: Any) -> dict[str, Any]:
+    """A version's metadata: the given fields plus its creation time (UTC, ISO 8601)."""
+    return {"create_time": datetime.now(UTC).isoformat(), **fields}

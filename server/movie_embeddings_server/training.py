@@ -1,0 +1,143 @@
+"""The notebook's two-input Keras model: build, train with per-epoch progress, export weights."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import TrainSpec
+from .data import Dataset
+
+# Quiet TensorFlow's start-up banner; set before the first import of tensorflow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class Cancelled(Exception):
+    """Training was stopped by its caller; nothing is stored."""
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """The end of one epoch."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    val_loss: float
+    elapsed_seconds: float
+
+
+@dataclass
+class Trained:
+    """A trained Keras model, its exported weights and the age statistics it was trained with."""
+
+    model: Any  # keras.Model
+    weights: dict[str, np.ndarray]
+    age_mean: float
+    age_std: float
+    history: dict[str, list[float]]
+    seconds: float
+
+
+def build_model(num_movies: int, spec: TrainSpec) -> Any:
+    """Input A = ratings -> bias-free Dense (the embedding); B = (age, education); concat -> relu -> sigmoid."""
+    import keras
+
+    ratings = keras.Input(shape=(num_movies,), name="ratings")
+    embedding = keras.layers.Dense(
+        spec.embedding_dim,
+        use_bias=False,
+        kernel_initializer=spec.embedding_initializer,
+        name="embedding",
+    )(ratings)
+    features = keras.Input(shape=(2,), name="features")
+    merged = keras.layers.concatenate([features, embedding], name="merge")
+    hidden = keras.layers.Dense(spec.hidden_units, activation="relu", name="hidden")(merged)
+    output = keras.layers.Dense(num_movies, activation="sigmoid", name="output")(hidden)
+    model = keras.Model(inputs=[ratings, features], outputs=output, name="movie_embeddings")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
+        loss="binary_crossentropy",
+    )
+    return model
+
+
+def export_weights(model: Any) -> dict[str, np.ndarray]:
+    """The arrays the server answers queries from (inference.WEIGHT_NAMES)."""
+    hidden_kernel, hidden_bias = model.get_layer("hidden").get_weights()
+    output_kernel, output_bias = model.get_layer("output").get_weights()
+    return {
+        "embedding": model.get_layer("embedding").get_weights()[0],
+        "hidden_kernel": hidden_kernel,
+        "hidden_bias": hidden_bias,
+        "output_kernel": output_kernel,
+        "output_bias": output_bias,
+    }
+
+
+def age_stats(age_years: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) std of the training ages; std 1 when all ages are equal."""
+    std = float(age_years.std())
+    return float(age_years.mean()), std if std > 0 else 1.0
+
+
+def train(
+    data: Dataset,
+    spec: TrainSpec,
+    seed: int,
+    on_epoch: Callable[[Epoch], None] = lambda _: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Trained:
+    """Fit the model on `data`; `on_epoch` sees each epoch, `should_stop` can cancel (Cancelled)."""
+    import keras
+
+    keras.utils.set_random_seed(seed % 2**32)
+    age_mean, age_std = age_stats(data.age_years)
+    features = np.column_stack(
+        [(data.age_years - age_mean) / age_std, data.education]
+    ).astype(np.float32)
+    ratings = data.ratings.astype(np.float32)
+    model = build_model(ratings.shape[1], spec)
+    start = time.perf_counter()
+
+    class Progress(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if should_stop():
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = logs or {}
+            on_epoch(
+                Epoch(
+                    epoch=epoch + 1,
+                    epochs=spec.epochs,
+                    loss=float(logs.get("loss", float("nan"))),
+                    val_loss=float(logs.get("val_loss", float("nan"))),
+                    elapsed_seconds=time.perf_counter() - start,
+                )
+            )
+
+    history = model.fit(
+        x=[ratings, features],
+        y=ratings,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        validation_split=spec.validation_fraction,
+        callbacks=[Progress()],
+        verbose=0,
+    )
+    if should_stop():
+        raise Cancelled("training was cancelled")
+    return Trained(
+        model=model,
+        weights=export_weights(model),
+        age_mean=age_mean,
+        age_std=age_std,
+        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        seconds=time.perf_counter() - start,
+    )
