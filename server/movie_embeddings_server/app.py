@@ -1,4 +1,4 @@
-"""Builds and runs the gRPC server: the service, health, reflection, and the default model at start."""
+"""Builds and runs the gRPC server: service, health, reflection, and a default model at start."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class Running:
 
 
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
-    """Load the store and bind the server (not started); health is NOT_SERVING until a model is ready."""
+    """Load the store and bind the server (not started); NOT_SERVING until a model is ready."""
     store = Store(cfg.data_dir)
     loaded = store.load_all()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)

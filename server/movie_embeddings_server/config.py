@@ -1,4 +1,4 @@
-"""Train settings: defaults, presets and their bounds, resolved from a request's zero-means-default fields."""
+"""Train settings: defaults, presets and bounds, resolved from zero-means-default fields."""
 
 from __future__ import annotations
 
@@ -102,4 +102,3 @@ def spec_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild a spec from stored metadata, ignoring keys a newer version may have added."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
-

@@ -36,7 +36,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class ServedModel:
     """One model version: its weights, age statistics and metadata, prepared once at load."""
 
-    def __init__(self, name: str, version: int, weights: dict[str, np.ndarray], meta: dict[str, Any]):
+    def __init__(
+        self, name: str, version: int, weights: dict[str, np.ndarray], meta: dict[str, Any]
+    ):
         self.name = name
         self.version = version
         self.meta = meta
@@ -135,9 +137,7 @@ class ServedModel:
         matrix = np.zeros((len(ratings), self.num_movies), dtype=np.float32)
         for i, (row, ids) in enumerate(zip(ratings, liked, strict=True)):
             if row and ids:
-                raise InvalidArgument(
-                    f"watchers[{i}]", "set ratings or liked_movie_ids, not both"
-                )
+                raise InvalidArgument(f"watchers[{i}]", "set ratings or liked_movie_ids, not both")
             if row:
                 if len(row) != self.num_movies:
                     raise InvalidArgument(
@@ -174,10 +174,8 @@ class ServedModel:
                 f"watchers[{bad[0]}].education", f"must be >= 0, got {watchers.education[bad[0]]}"
             )
 
-    def reconstruct(
-        self, watchers: Watchers, top_k: int
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Probabilities per watcher, and its top_k most probable movies not liked (rating < 0.5)."""
+    def reconstruct(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities per watcher, and its top_k likeliest movies not liked (rating < 0.5)."""
         if top_k < 0:
             raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
         probabilities = self.forward(watchers)

@@ -13,9 +13,7 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
-def scores(
-    matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str
-) -> np.ndarray:
+def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
     """Score of every row against `query`; higher is nearer for every metric."""
     if metric == "cosine":
         return unit @ (query / np.linalg.norm(query))

@@ -97,7 +97,11 @@ def model_info(served: ServedModel) -> pb.ModelInfo:
     training_meta = dict(meta["training"])
     training_cfg = pb.TrainingConfig(
         preset=PRESET_VALUES.get(training_meta.pop("preset"), pb.PRESET_UNSPECIFIED),
-        **{k: v for k, v in training_meta.items() if k in pb.TrainingConfig.DESCRIPTOR.fields_by_name},
+        **{
+            k: v
+            for k, v in training_meta.items()
+            if k in pb.TrainingConfig.DESCRIPTOR.fields_by_name
+        },
     )
     info = pb.ModelInfo(
         ref=_ref(served),
@@ -133,7 +137,9 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self.max_cells = max_cells
 
     @_handler
-    def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> Iterator[pb.TrainResponse]:
+    def Train(
+        self, request: pb.TrainRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.TrainResponse]:
         name = check_name("model_name", request.model_name)
         synthetic = config.resolve_synthetic(_fields(request.synthetic), max_cells=self.max_cells)
         given = _fields(request.training)
@@ -160,42 +166,60 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         return self.store.resolve(ref.name, ref.version)
 
     @_handler
-    def GetMovieVector(self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext) -> pb.GetMovieVectorResponse:
+    def GetMovieVector(
+        self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext
+    ) -> pb.GetMovieVectorResponse:
         served = self._model(request.model)
         vector = served.vectors(np.array([request.movie_id]), field="movie_id")[0]
-        return pb.GetMovieVectorResponse(movie_id=request.movie_id, vector=vector, model=_ref(served))
+        return pb.GetMovieVectorResponse(
+            movie_id=request.movie_id, vector=vector, model=_ref(served)
+        )
 
     @_handler
-    def BatchGetMovieVectors(self, request: pb.BatchGetMovieVectorsRequest, context: grpc.ServicerContext) -> pb.BatchGetMovieVectorsResponse:
+    def BatchGetMovieVectors(
+        self, request: pb.BatchGetMovieVectorsRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetMovieVectorsResponse:
         served = self._model(request.model)
         ids = np.asarray(request.movie_ids, dtype=np.int64)
         matrix = served.vectors(ids)
         ids = ids if ids.size else np.arange(served.num_movies)
         return pb.BatchGetMovieVectorsResponse(
-            vectors=[pb.MovieVector(movie_id=i, vector=row) for i, row in zip(ids.tolist(), matrix, strict=True)],
+            vectors=[
+                pb.MovieVector(movie_id=i, vector=row)
+                for i, row in zip(ids.tolist(), matrix, strict=True)
+            ],
             model=_ref(served),
         )
 
     @_handler
-    def NearestMovies(self, request: pb.NearestMoviesRequest, context: grpc.ServicerContext) -> pb.NearestMoviesResponse:
+    def NearestMovies(
+        self, request: pb.NearestMoviesRequest, context: grpc.ServicerContext
+    ) -> pb.NearestMoviesResponse:
         served = self._model(request.model)
         query = request.WhichOneof("query")
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
         ids, scores = served.nearest(
             movie_id=request.movie_id if query == "movie_id" else None,
-            vector=np.asarray(request.vector.values, dtype=np.float32) if query == "vector" else None,
+            vector=np.asarray(request.vector.values, dtype=np.float32)
+            if query == "vector"
+            else None,
             k=request.k or 10,
             metric=METRIC_NAMES[request.metric],
             exclude=np.asarray(request.exclude_movie_ids, dtype=np.int64),
         )
         return pb.NearestMoviesResponse(
-            neighbors=[pb.Neighbor(movie_id=i, score=s) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
+            neighbors=[
+                pb.Neighbor(movie_id=i, score=s)
+                for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
+            ],
             model=_ref(served),
         )
 
     @_handler
-    def Reconstruct(self, request: pb.ReconstructRequest, context: grpc.ServicerContext) -> pb.ReconstructResponse:
+    def Reconstruct(
+        self, request: pb.ReconstructRequest, context: grpc.ServicerContext
+    ) -> pb.ReconstructResponse:
         served = self._model(request.model)
         ws = request.watchers
         watchers = served.make_watchers(
@@ -220,9 +244,13 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         return pb.ReconstructResponse(reconstructions=out, model=_ref(served))
 
     @_handler
-    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+    def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
+    ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[model_info(s) for s in self.store.list(request.name)])
 
     @_handler
-    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.GetModelResponse:
+    def GetModel(
+        self, request: pb.GetModelRequest, context: grpc.ServicerContext
+    ) -> pb.GetModelResponse:
         return pb.GetModelResponse(model=model_info(self._model(request.model)))

@@ -91,14 +91,16 @@ class Store:
         with self._lock:
             self._models.setdefault(served.name, {})[served.version] = served
 
-    def stage(self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict) -> Path:
+    def stage(
+        self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict
+    ) -> Path:
         """Write a complete version into a hidden staging directory (not yet a version)."""
         tmp = self.root / name / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         if keras_model is not None:
             keras_model.save(tmp / KERAS_MODEL)
         with open(tmp / WEIGHTS, "wb") as f:
-            np.savez(f, **weights)
+            np.savez(f, allow_pickle=False, **weights)
             f.flush()
             os.fsync(f.fileno())
         _write_file(tmp / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
@@ -108,7 +110,9 @@ class Store:
     def commit(self, name: str, staged: Path) -> ServedModel:
         """Rename a staged directory to the next version number and serve it."""
         with self._lock:
-            existing = [int(p.name) for p in (self.root / name).iterdir() if _VERSION_RE.fullmatch(p.name)]
+            existing = [
+                int(p.name) for p in (self.root / name).iterdir() if _VERSION_RE.fullmatch(p.name)
+            ]
             version = max(existing, default=0) + 1
             os.rename(staged, self.root / name / str(version))
             _fsync_dir(self.root / name)
@@ -119,7 +123,9 @@ class Store:
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
-    def save(self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict) -> ServedModel:
+    def save(
+        self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict
+    ) -> ServedModel:
         """Stage then commit: a crash at any point leaves either no version or a complete one."""
         staged = self.stage(name, keras_model, weights, meta)
         try:

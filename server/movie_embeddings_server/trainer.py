@@ -36,7 +36,9 @@ class Trainer:
         """Train synchronously on this thread; raises training.Cancelled when `stop` is set."""
         stop = stop or threading.Event()
         assert synthetic.seed is not None
-        data = generate(synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, synthetic.seed)
+        data = generate(
+            synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, synthetic.seed
+        )
         trained = training.train(data, spec, synthetic.seed, on_epoch, stop.is_set)
         metrics = {"loss": trained.history["loss"][-1], "train_seconds": trained.seconds}
         if "val_loss" in trained.history:

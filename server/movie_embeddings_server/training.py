@@ -45,7 +45,7 @@ class Trained:
 
 
 def build_model(num_movies: int, spec: TrainSpec) -> Any:
-    """Input A = ratings -> bias-free Dense (the embedding); B = (age, education); concat -> relu -> sigmoid."""
+    """Ratings -> bias-free Dense (embedding); concat with (age, education) -> relu -> sigmoid."""
     import keras
 
     ratings = keras.Input(shape=(num_movies,), name="ratings")
@@ -98,9 +98,9 @@ def train(
 
     keras.utils.set_random_seed(seed % 2**32)
     age_mean, age_std = age_stats(data.age_years)
-    features = np.column_stack(
-        [(data.age_years - age_mean) / age_std, data.education]
-    ).astype(np.float32)
+    features = np.column_stack([(data.age_years - age_mean) / age_std, data.education]).astype(
+        np.float32
+    )
     ratings = data.ratings.astype(np.float32)
     model = build_model(ratings.shape[1], spec)
     start = time.perf_counter()

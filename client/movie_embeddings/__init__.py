@@ -1,0 +1,58 @@
+"""Python SDK of the movie-embeddings gRPC server."""
+
+from .client import DEFAULT_TARGET, Client
+from .errors import (
+    ERROR_FOR_CODE,
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    MovieEmbeddingsError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from .types import (
+    ModelInfo,
+    ModelRef,
+    Neighbor,
+    Recommendation,
+    Reconstruction,
+    SyntheticData,
+    TrainingConfig,
+    TrainProgress,
+    Watcher,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "ERROR_FOR_CODE",
+    "AlreadyExists",
+    "Cancelled",
+    "Client",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "ModelInfo",
+    "ModelRef",
+    "MovieEmbeddingsError",
+    "Neighbor",
+    "NotFound",
+    "PermissionDenied",
+    "Recommendation",
+    "Reconstruction",
+    "ResourceExhausted",
+    "ServerError",
+    "SyntheticData",
+    "TrainProgress",
+    "TrainingConfig",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Watcher",
+]

@@ -1,0 +1,157 @@
+"""Every conversion between the SDK's values and the protobuf messages, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .types import (
+    DEFAULT_MODEL,
+    ModelInfo,
+    ModelRef,
+    Neighbor,
+    Recommendation,
+    Reconstruction,
+    SyntheticData,
+    TrainingConfig,
+    TrainProgress,
+    Watcher,
+)
+from .v1 import movie_embeddings_pb2 as pb
+
+PRESETS = {"default": pb.PRESET_DEFAULT, "notebook": pb.PRESET_NOTEBOOK}
+METRICS = {"cosine": pb.METRIC_COSINE, "dot": pb.METRIC_DOT, "euclidean": pb.METRIC_EUCLIDEAN}
+_PRESET_NAMES = {v: k for k, v in PRESETS.items()}
+_STATE_NAMES = {pb.MODEL_STATE_READY: "ready"}
+
+ModelArg = str | ModelRef | None
+
+
+def model_ref(model: ModelArg) -> pb.ModelRef:
+    """None = newest "default"; a string names the newest version of that model."""
+    if model is None:
+        return pb.ModelRef()
+    if isinstance(model, str):
+        return pb.ModelRef(name=model)
+    return pb.ModelRef(name=model.name, version=model.version)
+
+
+def from_model_ref(ref: pb.ModelRef) -> ModelRef:
+    return ModelRef(name=ref.name or DEFAULT_MODEL, version=ref.version)
+
+
+def preset(name: str | None) -> pb.Preset.ValueType:
+    if name is None:
+        return pb.PRESET_UNSPECIFIED
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def metric(name: str) -> pb.Metric.ValueType:
+    if name not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {name!r}")
+    return METRICS[name]
+
+
+def vector(values: npt.ArrayLike) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
+
+
+def _float32(x: float) -> float:
+    """A float field's value as written (0.001, not 0.0010000000474974513)."""
+    return float(f"{x:.7g}")
+
+
+def model_info(info: pb.ModelInfo) -> ModelInfo:
+    s, t = info.synthetic, info.training
+    return ModelInfo(
+        ref=from_model_ref(info.ref),
+        create_time=info.create_time.ToDatetime(tzinfo=UTC),
+        synthetic=SyntheticData(
+            num_watchers=s.num_watchers,
+            num_movies=s.num_movies,
+            num_types=s.num_types,
+            seed=s.seed if s.HasField("seed") else None,
+        ),
+        training=TrainingConfig(
+            preset=_PRESET_NAMES.get(t.preset, "default"),
+            embedding_dim=t.embedding_dim,
+            hidden_units=t.hidden_units,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            learning_rate=_float32(t.learning_rate),
+            validation_fraction=_float32(t.validation_fraction),
+        ),
+        metrics=dict(info.metrics),
+        num_movies=info.num_movies,
+        embedding_dim=info.embedding_dim,
+        state=_STATE_NAMES.get(info.state, "unspecified"),
+        age_mean=info.age_mean,
+        age_std=info.age_std,
+    )
+
+
+def train_event(response: pb.TrainResponse) -> TrainProgress | ModelInfo:
+    if response.WhichOneof("event") == "model":
+        return model_info(response.model)
+    p = response.progress
+    return TrainProgress(p.epoch, p.epochs, p.loss, p.val_loss, p.elapsed_seconds)
+
+
+def train_request(
+    model: str, synthetic: dict[str, Any], training: dict[str, Any]
+) -> pb.TrainRequest:
+    seed = synthetic.pop("seed", None)
+    request = pb.TrainRequest(
+        model_name=model,
+        synthetic=pb.SyntheticData(**synthetic),
+        training=pb.TrainingConfig(**{**training, "preset": preset(training.get("preset"))}),
+    )
+    if seed is not None:
+        request.synthetic.seed = seed
+    return request
+
+
+def nearest_request(
+    model: ModelArg,
+    movie_id: int | None,
+    query: np.ndarray | Sequence[float] | None,
+    k: int,
+    metric_name: str,
+    exclude: Sequence[int],
+) -> pb.NearestMoviesRequest:
+    if (movie_id is None) == (query is None):
+        raise ValueError("give exactly one of movie_id or vector")
+    request = pb.NearestMoviesRequest(
+        model=model_ref(model), k=k, metric=metric(metric_name), exclude_movie_ids=list(exclude)
+    )
+    if movie_id is not None:
+        request.movie_id = movie_id
+    else:
+        request.vector.values[:] = vector(np.asarray(query)).tolist()
+    return request
+
+
+def neighbors(response: pb.NearestMoviesResponse) -> list[Neighbor]:
+    return [Neighbor(n.movie_id, n.score) for n in response.neighbors]
+
+
+def watcher(w: Watcher) -> pb.Watcher:
+    message = pb.Watcher(
+        age_years=w.age_years, education=w.education, liked_movie_ids=list(w.liked_movie_ids)
+    )
+    if w.ratings is not None:
+        message.ratings[:] = vector(np.asarray(w.ratings)).tolist()
+    return message
+
+
+def reconstruction(r: pb.Reconstruction) -> Reconstruction:
+    return Reconstruction(
+        probabilities=vector(r.probabilities),
+        recommendations=tuple(Recommendation(x.movie_id, x.probability) for x in r.recommendations),
+    )

@@ -1,0 +1,89 @@
+"""One exception tree for the SDK, mapped from gRPC status codes by one table."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class MovieEmbeddingsError(Exception):
+    """A call failed; `code` is the gRPC status code, `details` the server's message."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = message
+
+
+class InvalidArgument(MovieEmbeddingsError):
+    """A request field is malformed or out of bounds."""
+
+
+class NotFound(MovieEmbeddingsError):
+    """No such model, version or movie."""
+
+
+class AlreadyExists(MovieEmbeddingsError):
+    """The thing to create exists already."""
+
+
+class FailedPrecondition(MovieEmbeddingsError):
+    """The server cannot answer yet (no model is ready)."""
+
+
+class ResourceExhausted(MovieEmbeddingsError):
+    """Too much work asked for, or too many trainings at once."""
+
+
+class Unauthenticated(MovieEmbeddingsError):
+    """Missing or wrong credentials."""
+
+
+class PermissionDenied(MovieEmbeddingsError):
+    """Credentials valid but not allowed."""
+
+
+class Unavailable(MovieEmbeddingsError):
+    """The server cannot be reached or is shutting down; reads may be retried."""
+
+
+class DeadlineExceeded(MovieEmbeddingsError):
+    """The call's deadline passed."""
+
+
+class Cancelled(MovieEmbeddingsError):
+    """The call was cancelled."""
+
+
+class Unimplemented(MovieEmbeddingsError):
+    """The server does not know this RPC."""
+
+
+class ServerError(MovieEmbeddingsError):
+    """The server failed (INTERNAL, UNKNOWN, DATA_LOSS, ...)."""
+
+
+ERROR_FOR_CODE: dict[grpc.StatusCode, type[MovieEmbeddingsError]] = {
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNKNOWN: ServerError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ABORTED: Unavailable,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.INTERNAL: ServerError,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DATA_LOSS: ServerError,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+}
+
+
+def from_rpc_error(exc: grpc.RpcError) -> MovieEmbeddingsError:
+    """The SDK exception for a failed call (raise it `from exc`)."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
+    return ERROR_FOR_CODE.get(code, ServerError)(details, code)

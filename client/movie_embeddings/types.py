@@ -1,0 +1,111 @@
+"""The SDK's values: frozen dataclasses and float32 numpy arrays, never protobuf messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+DEFAULT_MODEL = "default"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model version; version 0 means the newest."""
+
+    name: str = DEFAULT_MODEL
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """The generated training data: sizes and the generator's seed."""
+
+    num_watchers: int
+    num_movies: int
+    num_types: int
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How a version was trained; preset is "default" or "notebook"."""
+
+    preset: str
+    embedding_dim: int
+    hidden_units: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    validation_fraction: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A stored model version."""
+
+    ref: ModelRef
+    create_time: datetime
+    synthetic: SyntheticData
+    training: TrainingConfig
+    metrics: Mapping[str, float]
+    num_movies: int
+    embedding_dim: int
+    state: str
+    age_mean: float
+    age_std: float
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def version(self) -> int:
+        return self.ref.version
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """The end of one training epoch; losses in nats per movie (val_loss NaN without a split)."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    val_loss: float
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """A movie near the query; higher score is nearer for every metric."""
+
+    movie_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A movie the watcher has not liked, with the probability the model gives it."""
+
+    movie_id: int
+    probability: float
+
+
+@dataclass(frozen=True, eq=False)
+class Reconstruction:
+    """The model's output for one watcher: a like-probability per movie, and recommendations."""
+
+    probabilities: np.ndarray
+    recommendations: tuple[Recommendation, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Watcher:
+    """A watcher to reconstruct: ratings (one per movie, in [0, 1]) or the ids it liked."""
+
+    age_years: float
+    education: int
+    liked_movie_ids: Sequence[int] = ()
+    ratings: np.ndarray | Sequence[float] | None = field(default=None)

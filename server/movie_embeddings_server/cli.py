@@ -1,0 +1,437 @@
+"""The `movie-embeddings` command: run the server, or call it through the SDK."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import movie_embeddings as me
+
+DEFAULT_DATA_DIR = "data"
+
+
+def _ids(text: str) -> list[int]:
+    """Comma-separated movie ids: "3,14,15"."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return out
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_jsonable(value), indent=2))
+
+
+def _model_arg(args: argparse.Namespace) -> me.ModelRef:
+    return me.ModelRef(args.model, args.version)
+
+
+def _describe(info: me.ModelInfo) -> str:
+    s, t = info.synthetic, info.training
+    metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(info.metrics.items()))
+    return (
+        f"{info.name} v{info.version}  created {info.create_time:%Y-%m-%d %H:%M:%S}Z  "
+        f"{s.num_watchers} watchers x {s.num_movies} movies, {s.num_types} types, seed {s.seed}  "
+        f"preset {t.preset}, dim {t.embedding_dim}, hidden {t.hidden_units}, "
+        f"{t.epochs} epochs, batch {t.batch_size}, lr {t.learning_rate:g}  {metrics}"
+    )
+
+
+def _progress_line(p: me.TrainProgress, width: int = 30) -> str:
+    done = int(width * p.epoch / max(p.epochs, 1))
+    val = "" if math.isnan(p.val_loss) else f" val_loss {p.val_loss:.4f}"
+    return (
+        f"[{'#' * done}{'.' * (width - done)}] epoch {p.epoch}/{p.epochs} "
+        f"loss {p.loss:.4f}{val} {p.elapsed_seconds:.1f}s"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .app import ServerConfig, serve
+
+    serve(
+        ServerConfig(
+            data_dir=Path(args.data_dir),
+            host=args.host,
+            port=args.port,
+            max_workers=args.max_workers,
+            max_concurrent_trains=args.max_concurrent_trains,
+            max_cells=args.max_cells,
+            grace_seconds=args.grace_seconds,
+        )
+    )
+
+
+def cmd_train(client: me.Client, args: argparse.Namespace) -> None:
+    info: me.ModelInfo | None = None
+    tty = sys.stderr.isatty()
+    for event in client.train(
+        args.model,
+        num_watchers=args.num_watchers,
+        num_movies=args.num_movies,
+        num_types=args.num_types,
+        seed=args.seed,
+        preset=args.preset,
+        embedding_dim=args.embedding_dim,
+        hidden_units=args.hidden_units,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_fraction=args.validation_fraction,
+        timeout=args.timeout,
+    ):
+        if isinstance(event, me.TrainProgress):
+            # A live bar on a terminal; one line per epoch when piped to a log.
+            print(
+                ("\r" if tty else "") + _progress_line(event),
+                end="" if tty else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            info = event
+    if tty:
+        print(file=sys.stderr)
+    assert info is not None, "the Train stream ended without a model"
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"trained {_describe(info)}")
+
+
+def cmd_vector(client: me.Client, args: argparse.Namespace) -> None:
+    if args.all:
+        ids, matrix = client.movie_vectors(model=_model_arg(args))
+    else:
+        if args.movie_id is None:
+            raise SystemExit("vector: give MOVIE_ID or --all")
+        ids = np.array([args.movie_id])
+        matrix = client.movie_vector(args.movie_id, model=_model_arg(args))[None, :]
+    if args.round is not None:
+        matrix = np.round(matrix, args.round)
+    if args.json:
+        _print_json(
+            [{"movie_id": int(i), "vector": row} for i, row in zip(ids, matrix, strict=True)]
+        )
+    elif args.all:
+        with np.printoptions(suppress=True, threshold=sys.maxsize):
+            print(repr(matrix))
+    else:
+        print(" ".join(f"{x:g}" for x in matrix[0]))
+
+
+def cmd_nearest(client: me.Client, args: argparse.Namespace) -> None:
+    neighbors = client.nearest_movies(
+        args.movie_id, k=args.k, metric=args.metric, exclude=args.exclude, model=_model_arg(args)
+    )
+    if args.json:
+        _print_json(neighbors)
+        return
+    print(f"{'movie_id':>8}  score ({args.metric})")
+    for n in neighbors:
+        print(f"{n.movie_id:>8}  {n.score:.6f}")
+
+
+def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
+    ratings = None
+    if args.ratings_file:
+        ratings = np.loadtxt(args.ratings_file, delimiter=",", dtype=np.float32, ndmin=1)
+    result = client.reconstruct(
+        args.liked or (),
+        ratings=ratings,
+        age_years=args.age,
+        education=args.education,
+        top_k=args.top_k,
+        model=_model_arg(args),
+    )
+    if args.json:
+        _print_json(result)
+        return
+    print("probabilities: " + " ".join(f"{p:.3f}" for p in result.probabilities))
+    if result.recommendations:
+        print(f"{'movie_id':>8}  probability")
+        for r in result.recommendations:
+            print(f"{r.movie_id:>8}  {r.probability:.4f}")
+
+
+def cmd_models(client: me.Client, args: argparse.Namespace) -> None:
+    models = client.list_models(args.name)
+    if args.json:
+        _print_json(models)
+        return
+    if not models:
+        print("no models")
+    for info in models:
+        print(_describe(info))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="movie-embeddings",
+        description="Train the notebook's movie embedding model and serve it over gRPC; "
+        "every command but `serve` calls a running server.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gRPC server",
+        description=(
+            "Run the gRPC server. With an empty data dir it first trains the `default` model "
+            "(seed 42); health reports SERVING once a model is ready."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=50051,
+        help="port to bind; 0 = any free port (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        default=os.environ.get("MOVIE_EMBEDDINGS_DATA_DIR", DEFAULT_DATA_DIR),
+        help="model store directory, created if missing "
+        "(default: $MOVIE_EMBEDDINGS_DATA_DIR or ./%(default)s)",
+    )
+    serve.add_argument(
+        "--max-workers", type=int, default=16, help="threads answering RPCs (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--max-concurrent-trains",
+        type=int,
+        default=1,
+        help="trainings allowed at once; more get RESOURCE_EXHAUSTED (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-cells",
+        type=int,
+        default=50_000_000,
+        help="cap on num_watchers x num_movies of a Train (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=5.0,
+        help="time in-flight calls get to finish on SIGTERM/SIGINT (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: %(default)s)",
+    )
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--target",
+        default=me.DEFAULT_TARGET,
+        help="server address HOST:PORT (default: %(default)s)",
+    )
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="deadline of the call in seconds (default: 30 for queries, none for train)",
+    )
+
+    def with_model(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--model", default="default", help="model name (default: %(default)s)")
+        p.add_argument(
+            "--version",
+            type=int,
+            default=0,
+            help="model version; 0 = newest (default: %(default)s)",
+        )
+        return p
+
+    train = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a new model version, with a progress bar",
+        description="Train a new version of a model on freshly generated synthetic data. "
+        "Zero values take the server's defaults (see the .proto).",
+    )
+    train.add_argument(
+        "--model", default="default", help="model name to add a version to (default: %(default)s)"
+    )
+    train.add_argument(
+        "--num-watchers", type=int, default=0, help="watchers to generate (default: 1000)"
+    )
+    train.add_argument(
+        "--num-movies", type=int, default=0, help="movies in the catalogue (default: 80)"
+    )
+    train.add_argument(
+        "--num-types", type=int, default=0, help="watcher types / movie groups (default: 10)"
+    )
+    train.add_argument(
+        "--seed", type=int, default=None, help="generator seed (default: random, recorded)"
+    )
+    train.add_argument(
+        "--preset",
+        choices=["default", "notebook"],
+        default=None,
+        help="base settings: the improved default or the notebook's exactly (default: default)",
+    )
+    train.add_argument(
+        "--embedding-dim", type=int, default=0, help="length of a movie vector (default: 5)"
+    )
+    train.add_argument(
+        "--hidden-units", type=int, default=0, help="units of the hidden layer (default: 32)"
+    )
+    train.add_argument(
+        "--epochs", type=int, default=0, help="passes over the data (default: the preset's)"
+    )
+    train.add_argument(
+        "--batch-size", type=int, default=0, help="watchers per step (default: the preset's)"
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.0,
+        help="Adam learning rate (default: the preset's)",
+    )
+    train.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        help="share of watchers held out for val_loss (default: 0)",
+    )
+
+    vector = with_model(
+        sub.add_parser(
+            "vector",
+            parents=[common],
+            help="print a movie's vector",
+            description="Print row MOVIE_ID of the embedding kernel, or every row.",
+        )
+    )
+    vector.add_argument(
+        "movie_id", metavar="MOVIE_ID", type=int, nargs="?", help="movie id, from 0"
+    )
+    vector.add_argument(
+        "--all", action="store_true", help="print the whole kernel (one row per movie)"
+    )
+    vector.add_argument("--round", type=int, default=None, help="round to this many decimals")
+
+    nearest = with_model(
+        sub.add_parser(
+            "nearest",
+            parents=[common],
+            help="print the movies nearest to a movie",
+            description="Print the K movies nearest to MOVIE_ID, best first.",
+        )
+    )
+    nearest.add_argument("movie_id", metavar="MOVIE_ID", type=int, help="movie id, from 0")
+    nearest.add_argument(
+        "--k", type=int, default=10, help="number of neighbours (default: %(default)s)"
+    )
+    nearest.add_argument(
+        "--metric",
+        choices=["cosine", "dot", "euclidean"],
+        default="cosine",
+        help="scoring; higher is nearer (default: %(default)s)",
+    )
+    nearest.add_argument(
+        "--exclude", type=_ids, default=[], help="comma-separated movie ids never to return"
+    )
+
+    rec = with_model(
+        sub.add_parser(
+            "reconstruct",
+            parents=[common],
+            help="run the model on one watcher",
+            description="Print the like-probability of every movie for one watcher, "
+            "and the --top-k most probable movies it has not liked.",
+        )
+    )
+    source = rec.add_mutually_exclusive_group()
+    source.add_argument(
+        "--liked", type=_ids, help="comma-separated ids of the movies the watcher liked"
+    )
+    source.add_argument(
+        "--ratings-file", help="file of comma-separated ratings in [0, 1], one per movie"
+    )
+    rec.add_argument("--age", type=float, required=True, help="age in years")
+    rec.add_argument(
+        "--education", type=int, required=True, help="education level (0..5 in the notebook's data)"
+    )
+    rec.add_argument(
+        "--top-k",
+        type=int,
+        default=10,
+        help="recommendations to print; 0 = none (default: %(default)s)",
+    )
+
+    models = sub.add_parser(
+        "models",
+        parents=[common],
+        help="list the stored model versions",
+        description="List stored model versions with their configs and metrics.",
+    )
+    models.add_argument("--name", default=None, help="only versions of this model")
+    return parser
+
+
+CLIENT_COMMANDS = {
+    "train": cmd_train,
+    "vector": cmd_vector,
+    "nearest": cmd_nearest,
+    "reconstruct": cmd_reconstruct,
+    "models": cmd_models,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        logging.basicConfig(
+            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        cmd_serve(args)
+        return 0
+    timeout = args.timeout if args.timeout is not None else me.client.DEFAULT_TIMEOUT
+    try:
+        with me.Client(args.target, timeout=timeout) as client:
+            CLIENT_COMMANDS[args.command](client, args)
+    except me.MovieEmbeddingsError as exc:
+        code = exc.code.name if exc.code else "ERROR"
+        print(f"error: {code}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
