@@ -69,10 +69,11 @@ def build_model(num_movies: int, spec: TrainSpec) -> Any:
 
 def export_weights(model: Any) -> dict[str, np.ndarray]:
     """The arrays the server answers queries from (inference.WEIGHT_NAMES)."""
-    hidden_kernel, hidden_bias = model.get_layer("hidden").get_weights()
-    output_kernel, output_bias = model.get_layer("output").get_weights()
+    # Variable.numpy(), not get_weights(): the latter warns under numpy 2 (copy keyword).
+    hidden_kernel, hidden_bias = (w.numpy() for w in model.get_layer("hidden").weights)
+    output_kernel, output_bias = (w.numpy() for w in model.get_layer("output").weights)
     return {
-        "embedding": model.get_layer("embedding").get_weights()[0],
+        "embedding": model.get_layer("embedding").kernel.numpy(),
         "hidden_kernel": hidden_kernel,
         "hidden_bias": hidden_bias,
         "output_kernel": output_kernel,

