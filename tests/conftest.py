@@ -1,4 +1,4 @@
-"""Shared fixtures: a real `movie-embeddings serve` process and an in-process server, both on loopback."""
+"""Shared fixtures: a real `movie-embeddings serve` process and an in-process server."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def start_server(data_dir: Path, log: Path, *extra: str) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real server process for the session, started on an empty store (so it trains `default`)."""
+    """One real server process for the session, on an empty store (so it trains `default`)."""
     root = tmp_path_factory.mktemp("server")
     proc = start_server(root / "data", root / "server.log")
     yield proc

@@ -1,4 +1,4 @@
-"""The service through an in-process server on a loopback port: health, reflection, errors, Train."""
+"""The service through an in-process loopback server: health, reflection, errors, Train."""
 
 from __future__ import annotations
 
