@@ -1,0 +1,138 @@
+"""Exact scores and top-k against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from movie_embeddings_server import search
+
+
+def _matrix(seed: int = 0, rows: int = 50, dim: int = 6) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
+
+
+def _brute_top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray) -> list[int]:
+    banned = set(np.asarray(excluded).tolist())
+    candidates = [i for i in range(len(row_scores)) if i not in banned]
+    return sorted(candidates, key=lambda i: (-row_scores[i], i))[:k]
+
+
+def test_unit_rows_have_length_one_and_keep_direction() -> None:
+    m = _matrix()
+    unit = search.unit_rows(m)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(unit * np.linalg.norm(m, axis=1, keepdims=True), m, rtol=1e-5)
+    assert unit.dtype == m.dtype
+
+
+def test_unit_rows_leave_zero_rows_zero() -> None:
+    m = _matrix(rows=4)
+    m[2] = 0
+    unit = search.unit_rows(m)
+    assert np.all(np.isfinite(unit))
+    np.testing.assert_array_equal(unit[2], 0)
+    np.testing.assert_allclose(np.linalg.norm(unit[[0, 1, 3]], axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cosine_scores_equal_brute_force(seed: int) -> None:
+    m = _matrix(seed)
+    q = np.random.default_rng(100 + seed).normal(size=m.shape[1]).astype(np.float32)
+    got = search.scores(m, search.unit_rows(m), q, "cosine")
+    expected = [
+        float(np.dot(row, q) / (np.linalg.norm(row) * np.linalg.norm(q))) for row in m.astype(float)
+    ]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert got.shape == (len(m),)
+
+
+def test_cosine_ignores_the_query_length() -> None:
+    m = _matrix()
+    unit = search.unit_rows(m)
+    q = _matrix(seed=9, rows=1)[0]
+    np.testing.assert_allclose(
+        search.scores(m, unit, q, "cosine"), search.scores(m, unit, 7.5 * q, "cosine"), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dot_scores_equal_brute_force(seed: int) -> None:
+    m = _matrix(seed)
+    q = np.random.default_rng(100 + seed).normal(size=m.shape[1]).astype(np.float32)
+    got = search.scores(m, search.unit_rows(m), q, "dot")
+    expected = [sum(float(a) * float(b) for a, b in zip(row, q, strict=True)) for row in m]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_euclidean_scores_are_negated_distances(seed: int) -> None:
+    m = _matrix(seed)
+    q = np.random.default_rng(100 + seed).normal(size=m.shape[1]).astype(np.float32)
+    got = search.scores(m, search.unit_rows(m), q, "euclidean")
+    expected = [-np.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(row, q, strict=True))) for row in m]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert np.all(got <= 0)
+
+
+def test_euclidean_prefers_the_nearest_row() -> None:
+    m = np.array([[0, 0], [3, 4], [1, 1]], dtype=np.float32)
+    got = search.scores(m, search.unit_rows(m), np.array([1, 1], np.float32), "euclidean")
+    np.testing.assert_allclose(got, [-np.sqrt(2), -np.sqrt(13), 0.0], rtol=1e-6)
+    assert search.top_k(got, 3, np.array([], np.int64)).tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 49, 50, 51, 1000])
+def test_top_k_returns_min_k_candidates_best_first(k: int) -> None:
+    s = np.random.default_rng(k).normal(size=50).astype(np.float32)
+    got = search.top_k(s, k, np.array([], np.int64))
+    assert len(got) == min(k, 50)
+    assert got.tolist() == _brute_top_k(s, k, np.array([]))
+    assert np.all(np.diff(s[got]) <= 0)
+
+
+def test_top_k_larger_than_candidates_returns_all_of_them() -> None:
+    s = np.array([0.1, 0.9, 0.5, 0.3], dtype=np.float32)
+    got = search.top_k(s, 10, np.array([2]))
+    assert got.tolist() == [1, 3, 0]
+
+
+def test_top_k_never_returns_excluded() -> None:
+    s = np.arange(20, dtype=np.float32)  # the best rows are the highest indices
+    excluded = np.array([19, 18, 5, 18])  # duplicates are fine
+    got = search.top_k(s, 5, excluded)
+    assert got.tolist() == [17, 16, 15, 14, 13]
+    assert search.top_k(s, 100, excluded).tolist() == [i for i in range(19, -1, -1) if i not in (19, 18, 5)]
+
+
+def test_top_k_with_everything_excluded_is_empty() -> None:
+    s = np.ones(4, dtype=np.float32)
+    assert search.top_k(s, 3, np.arange(4)).tolist() == []
+
+
+def test_top_k_of_no_rows_is_empty() -> None:
+    assert search.top_k(np.zeros(0, np.float32), 3, np.array([], np.int64)).tolist() == []
+
+
+def test_top_k_ties_go_to_the_lower_index_when_all_rows_fit() -> None:
+    s = np.array([1.0, 2.0, 1.0, 2.0, 1.0], dtype=np.float32)
+    assert search.top_k(s, 5, np.array([], np.int64)).tolist() == [1, 3, 0, 2, 4]
+
+
+def test_top_k_ties_go_to_the_lower_index_at_the_cut() -> None:
+    # Six rows tie for the last place: the kept one must be the lowest index among them.
+    s = np.zeros(33, dtype=np.float32)
+    s[[1, 2, 3, 4]] = 2.0
+    s[[17, 18, 19, 26, 30, 32]] = 1.0
+    assert search.top_k(s, 5, np.array([], np.int64)).tolist() == [1, 2, 3, 4, 17]
+
+
+def test_top_k_matches_brute_force_with_many_ties() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        s = rng.integers(0, 3, n).astype(np.float32)
+        k = int(rng.integers(0, n + 2))
+        excluded = rng.choice(n, int(rng.integers(0, n)), replace=False)
+        got = search.top_k(s, k, excluded).tolist()
+        assert got == _brute_top_k(s, k, excluded), (s.tolist(), k, excluded.tolist())
