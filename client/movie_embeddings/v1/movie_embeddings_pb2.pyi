@@ -190,7 +190,7 @@ class TrainingConfig(_message.Message):
     epochs: _builtins.int
     """Passes over the training data. 0 = the preset's (10). Bound: 1..1000."""
     batch_size: _builtins.int
-    """Watchers per gradient step. 0 = the preset's (32). Bound: >= 1."""
+    """Watchers per gradient step. 0 = the preset's (32). Bound: 1..1000000."""
     learning_rate: _builtins.float
     """Adam's learning rate. 0 = the preset's (0.001). Bound: > 0 and <= 1."""
     validation_fraction: _builtins.float
