@@ -3,6 +3,7 @@
 from .client import DEFAULT_TARGET, Client
 from .errors import (
     ERROR_FOR_CODE,
+    Aborted,
     AlreadyExists,
     Cancelled,
     DeadlineExceeded,
@@ -32,6 +33,7 @@ from .types import (
 __all__ = [
     "DEFAULT_TARGET",
     "ERROR_FOR_CODE",
+    "Aborted",
     "AlreadyExists",
     "Cancelled",
     "Client",

@@ -106,10 +106,10 @@ def train_event(response: pb.TrainResponse) -> TrainProgress | ModelInfo:
 def train_request(
     model: str, synthetic: dict[str, Any], training: dict[str, Any]
 ) -> pb.TrainRequest:
-    seed = synthetic.pop("seed", None)
+    seed = synthetic.get("seed")
     request = pb.TrainRequest(
         model_name=model,
-        synthetic=pb.SyntheticData(**synthetic),
+        synthetic=pb.SyntheticData(**{k: v for k, v in synthetic.items() if k != "seed"}),
         training=pb.TrainingConfig(**{**training, "preset": preset(training.get("preset"))}),
     )
     if seed is not None:

@@ -54,6 +54,10 @@ class Cancelled(MovieEmbeddingsError):
     """The call was cancelled."""
 
 
+class Aborted(MovieEmbeddingsError):
+    """The operation was aborted (a conflict); the whole operation may be retried."""
+
+
 class Unimplemented(MovieEmbeddingsError):
     """The server does not know this RPC."""
 
@@ -72,7 +76,7 @@ ERROR_FOR_CODE: dict[grpc.StatusCode, type[MovieEmbeddingsError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.ABORTED: Unavailable,
+    grpc.StatusCode.ABORTED: Aborted,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
     grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
     grpc.StatusCode.INTERNAL: ServerError,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import InvalidArgument, ResourceExhausted
@@ -98,7 +99,14 @@ def resolve_training(given: dict[str, Any]) -> TrainSpec:
     return spec
 
 
-def spec_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a spec from stored metadata, ignoring keys a newer version may have added."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+def check_split(synthetic: SyntheticSpec, training: TrainSpec) -> None:
+    """A validation split must leave at least one watcher on each side (as Keras requires)."""
+    if training.validation_fraction == 0:
+        return
+    train_rows = math.ceil(synthetic.num_watchers * (1 - training.validation_fraction))
+    if not 0 < train_rows < synthetic.num_watchers:
+        raise InvalidArgument(
+            "training.validation_fraction",
+            f"{training.validation_fraction:g} of {synthetic.num_watchers} watchers leaves "
+            "no watcher on one side of the split",
+        )

@@ -16,9 +16,9 @@ _CHUNK_ROWS = 65_536  # bounds the float32 draws held at once (80 movies -> 20 M
 class Dataset:
     """Watchers' types, ratings (uint8 0/1), raw ages in years and education levels."""
 
-    types: np.ndarray  # (n,) int16
+    types: np.ndarray  # (n,) int32
     ratings: np.ndarray  # (n, movies) uint8
-    age_years: np.ndarray  # (n,) int16
+    age_years: np.ndarray  # (n,) int32
     education: np.ndarray  # (n,) int8
 
 
@@ -32,7 +32,7 @@ def like_probability(types: np.ndarray, num_movies: int, num_types: int) -> np.n
 def generate(num_watchers: int, num_movies: int, num_types: int, seed: int) -> Dataset:
     """Draw a data set with the notebook's distribution; the same seed gives the same data."""
     rng = np.random.default_rng(seed)
-    types = rng.integers(0, num_types, size=num_watchers).astype(np.int16)
+    types = rng.integers(0, num_types, size=num_watchers).astype(np.int32)
     ratings = np.empty((num_watchers, num_movies), dtype=np.uint8)
     for start in range(0, num_watchers, _CHUNK_ROWS):
         rows = types[start : start + _CHUNK_ROWS]
@@ -40,7 +40,7 @@ def generate(num_watchers: int, num_movies: int, num_types: int, seed: int) -> D
         ratings[start : start + len(rows)] = like_probability(rows, num_movies, num_types) > draws
     # int() in the notebook truncates toward zero; astype does the same.
     age = rng.normal(20.0 + 5.0 * types, 10.0).astype(np.int64)
-    age_years = np.maximum(age, MIN_AGE).astype(np.int16)
+    age_years = np.maximum(age, MIN_AGE).astype(np.int32)
     low = types % 2
-    education = rng.integers(low, types % 5 + low + 1).astype(np.int8)
+    education = rng.integers(low, types % 5 + low + 1).astype(np.int8)  # at most 5
     return Dataset(types=types, ratings=ratings, age_years=age_years, education=education)

@@ -16,7 +16,10 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
 def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
     """Score of every row against `query`; higher is nearer for every metric."""
     if metric == "cosine":
-        return unit @ (query / np.linalg.norm(query))
+        norm = np.linalg.norm(query)
+        # A zero vector has no direction: every cosine with it is 0 (a movie nobody liked
+        # in training keeps its zero-initialised row).
+        return unit @ (query / norm) if norm > 0 else np.zeros(len(unit), dtype=unit.dtype)
     if metric == "dot":
         return matrix @ query
     return -np.linalg.norm(matrix - query, axis=1)
@@ -28,7 +31,12 @@ def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray) -> np.ndarray:
     k = min(k, len(candidates))
     cand_scores = row_scores[candidates]
     if k < len(candidates):
-        keep = np.argpartition(-cand_scores, k - 1)[:k]
+        # Partition finds the k-th best score in linear time; ties at that score go to the
+        # lowest indices, which argpartition alone would pick arbitrarily.
+        kth = -np.partition(-cand_scores, k - 1)[k - 1]
+        better = np.flatnonzero(cand_scores > kth)
+        tied = np.flatnonzero(cand_scores == kth)[: k - len(better)]
+        keep = np.concatenate([better, tied])
         candidates, cand_scores = candidates[keep], cand_scores[keep]
     order = np.lexsort((candidates, -cand_scores))
     return candidates[order][:k]

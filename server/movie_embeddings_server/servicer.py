@@ -146,6 +146,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         preset = given["preset"]
         given["preset"] = PRESET_NAMES.get(preset, f"unknown value {preset}" if preset else "")
         spec = config.resolve_training(given)
+        config.check_split(synthetic, spec)
         stop = threading.Event()
         context.add_callback(stop.set)  # runs when the call ends: cancelled, deadline or done
         for event in self.trainer.stream(name, synthetic, spec, stop):

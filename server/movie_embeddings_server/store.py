@@ -83,7 +83,8 @@ class Store:
     def _read(self, name: str, version: int) -> ServedModel:
         path = self.root / name / str(version)
         meta = json.loads((path / METADATA).read_text())
-        with np.load(path / WEIGHTS) as npz:
+        # An open file, not a path: np.load leaks its own handle on a damaged archive.
+        with open(path / WEIGHTS, "rb") as f, np.load(f) as npz:
             weights = {k: npz[k] for k in WEIGHT_NAMES}
         return ServedModel(name, version, weights, meta)
 

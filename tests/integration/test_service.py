@@ -100,6 +100,14 @@ def _rpc_error(call, request) -> grpc.RpcError:  # type: ignore[no-untyped-def]
         ("GetModel", pb.GetModelRequest(model=pb.ModelRef(name="../etc")), "model.name"),
         ("GetModel", pb.GetModelRequest(model=pb.ModelRef(version=-2)), "model.version"),
         ("Train", pb.TrainRequest(model_name="Bad Name"), "model_name"),
+        (
+            "Train",
+            pb.TrainRequest(
+                synthetic=pb.SyntheticData(num_watchers=1),
+                training=pb.TrainingConfig(validation_fraction=0.5),
+            ),
+            "training.validation_fraction",
+        ),
         ("Train", pb.TrainRequest(training=pb.TrainingConfig(epochs=-1)), "training.epochs"),
         (
             "Train",

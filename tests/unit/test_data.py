@@ -8,7 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from movie_embeddings_server import data
+from movie_embeddings_server import config, data
+from movie_embeddings_server.errors import InvalidArgument
 
 MOVIES = 80
 TYPES = 10
@@ -24,9 +25,7 @@ def big() -> data.Dataset:
 
 def _in_window(num_movies: int, num_types: int, watcher_type: int) -> np.ndarray:
     """The notebook's rule, written out as a loop: plain abs, not circular distance."""
-    return np.array(
-        [abs(m % num_types - watcher_type) < 3 for m in range(num_movies)], dtype=bool
-    )
+    return np.array([abs(m % num_types - watcher_type) < 3 for m in range(num_movies)], dtype=bool)
 
 
 def _notebook_age_mean(watcher_type: int) -> float:
@@ -66,9 +65,11 @@ def test_zero_watchers_gives_empty_arrays() -> None:
 
 
 def test_dtypes_are_compact(big: data.Dataset) -> None:
+    # 1 byte per rating; per-watcher attributes at most 4 bytes (int16 overflowed for
+    # the num_types the config accepts), small beside num_movies bytes of ratings.
     assert big.ratings.dtype == np.uint8
-    assert big.types.dtype.kind == "i" and big.types.dtype.itemsize <= 2
-    assert big.age_years.dtype.kind == "i" and big.age_years.dtype.itemsize <= 2
+    assert big.types.dtype.kind == "i" and big.types.dtype.itemsize <= 4
+    assert big.age_years.dtype.kind == "i" and big.age_years.dtype.itemsize <= 4
     assert big.education.dtype.kind == "i" and big.education.dtype.itemsize <= 2
     assert set(np.unique(big.ratings).tolist()) == {0, 1}
 
@@ -105,7 +106,7 @@ def test_window_is_plain_abs_not_circular(big: data.Dataset) -> None:
 def test_like_rate_holds_past_the_first_chunk(big: data.Dataset) -> None:
     # The generator draws in chunks of rows; the tail after the first chunk must be drawn too.
     start = data._CHUNK_ROWS
-    assert WATCHERS > start
+    assert start < WATCHERS
     tail_types = big.types[start:]
     tail = big.ratings[start:]
     probs = data.like_probability(tail_types, MOVIES, TYPES)
@@ -182,3 +183,25 @@ def test_like_probability_boundaries() -> None:
     np.testing.assert_allclose(
         probs, [0.05, 0.05, 0.95, 0.95, 0.95, 0.95, 0.95, 0.05, 0.05, 0.05], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("num_types", [7_000, 40_000])
+def test_every_accepted_size_keeps_types_and_ages_valid(num_types: int) -> None:
+    # Either the server refuses so many types, or the generator's compact dtypes hold them
+    # (and the ages 20 + 5 * type they imply) without wrapping around.
+    given = {"num_watchers": 50, "num_movies": num_types, "num_types": num_types, "seed": 1}
+    try:
+        spec = config.resolve_synthetic(given)
+    except InvalidArgument as exc:
+        assert exc.field == "synthetic.num_types"
+        return
+    d = data.generate(spec.num_watchers, spec.num_movies, spec.num_types, spec.seed)
+    types = d.types.astype(np.int64)
+    assert types.min() >= 0
+    assert types.max() < num_types
+    assert d.age_years.min() >= 15
+    expected_mean = 20 + 5 * types.mean()
+    assert abs(d.age_years.astype(np.float64).mean() - expected_mean) < 5  # 50 draws, sd 10
+    low = types % 2
+    assert np.all(d.education >= low)
+    assert np.all(d.education <= types % 5 + low)

@@ -1,4 +1,4 @@
-"""The Keras model is the notebook's; training reports epochs and cancels; numpy serving equals Keras."""
+"""The Keras model is the notebook's; training reports epochs, cancels; serving equals Keras."""
 
 from __future__ import annotations
 
@@ -229,7 +229,9 @@ def test_forward_equals_keras_on_the_trained_model(trained_run: Any) -> None:
         "m", 1, trained.weights, {"age_mean": trained.age_mean, "age_std": trained.age_std}
     )
     w = _random_watchers(np.random.default_rng(0), 257, MOVIES)
-    expected = _keras_output(trained.model, w.ratings, _features(w, trained.age_mean, trained.age_std))
+    expected = _keras_output(
+        trained.model, w.ratings, _features(w, trained.age_mean, trained.age_std)
+    )
     got = served.forward(w)
     assert got.shape == (257, MOVIES)
     assert got.dtype == np.float32

@@ -70,7 +70,9 @@ def test_euclidean_scores_are_negated_distances(seed: int) -> None:
     m = _matrix(seed)
     q = np.random.default_rng(100 + seed).normal(size=m.shape[1]).astype(np.float32)
     got = search.scores(m, search.unit_rows(m), q, "euclidean")
-    expected = [-np.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(row, q, strict=True))) for row in m]
+    expected = [
+        -np.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(row, q, strict=True))) for row in m
+    ]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert np.all(got <= 0)
 
@@ -102,7 +104,9 @@ def test_top_k_never_returns_excluded() -> None:
     excluded = np.array([19, 18, 5, 18])  # duplicates are fine
     got = search.top_k(s, 5, excluded)
     assert got.tolist() == [17, 16, 15, 14, 13]
-    assert search.top_k(s, 100, excluded).tolist() == [i for i in range(19, -1, -1) if i not in (19, 18, 5)]
+    assert search.top_k(s, 100, excluded).tolist() == [
+        i for i in range(19, -1, -1) if i not in (19, 18, 5)
+    ]
 
 
 def test_top_k_with_everything_excluded_is_empty() -> None:

@@ -1,0 +1,204 @@
+"""Zero means default, presets fill the rest, and every bound names its field."""
+
+from __future__ import annotations
+
+import pytest
+
+from movie_embeddings_server import config
+from movie_embeddings_server.errors import InvalidArgument, ResourceExhausted
+
+# --- synthetic data -----------------------------------------------------------------------
+
+
+def test_synthetic_defaults() -> None:
+    spec = config.resolve_synthetic({})
+    assert (spec.num_watchers, spec.num_movies, spec.num_types) == (1000, 80, 10)
+
+
+def test_synthetic_zero_means_default() -> None:
+    spec = config.resolve_synthetic({"num_watchers": 0, "num_movies": 0, "num_types": 0})
+    assert (spec.num_watchers, spec.num_movies, spec.num_types) == (1000, 80, 10)
+
+
+def test_synthetic_explicit_fields_override() -> None:
+    spec = config.resolve_synthetic(
+        {"num_watchers": 7, "num_movies": 20, "num_types": 4, "seed": 5}
+    )
+    assert spec == config.SyntheticSpec(num_watchers=7, num_movies=20, num_types=4, seed=5)
+
+
+def test_random_seed_is_filled_in_when_unset() -> None:
+    seeds = {config.resolve_synthetic({}).seed for _ in range(20)}
+    seeds |= {config.resolve_synthetic({"seed": None}).seed for _ in range(20)}
+    assert None not in seeds
+    assert all(isinstance(s, int) and 0 <= s < 2**64 for s in seeds)
+    assert len(seeds) > 1  # random, not a fixed default
+
+
+def test_seed_zero_is_kept() -> None:
+    assert config.resolve_synthetic({"seed": 0}).seed == 0
+
+
+def test_large_seed_is_kept() -> None:
+    assert config.resolve_synthetic({"seed": 2**64 - 1}).seed == 2**64 - 1
+
+
+@pytest.mark.parametrize("field", ["num_watchers", "num_movies", "num_types"])
+def test_negative_sizes_are_invalid(field: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        config.resolve_synthetic({field: -1, "seed": 1})
+    assert exc.value.field == f"synthetic.{field}"
+    assert "-1" in str(exc.value)
+
+
+def test_more_types_than_movies_is_invalid() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        config.resolve_synthetic({"num_movies": 5, "num_types": 6, "seed": 1})
+    assert exc.value.field == "synthetic.num_types"
+    # The default num_types (10) counts too.
+    with pytest.raises(InvalidArgument):
+        config.resolve_synthetic({"num_movies": 9, "seed": 1})
+    assert config.resolve_synthetic({"num_movies": 6, "num_types": 6, "seed": 1}).num_types == 6
+
+
+def test_cells_over_the_cap_are_resource_exhausted() -> None:
+    with pytest.raises(ResourceExhausted, match="1001"):
+        config.resolve_synthetic(
+            {"num_watchers": 1001, "num_movies": 1, "num_types": 1}, max_cells=1000
+        )
+    spec = config.resolve_synthetic(
+        {"num_watchers": 1000, "num_movies": 1, "num_types": 1}, max_cells=1000
+    )
+    assert spec.num_watchers == 1000
+
+
+def test_default_cap_applies() -> None:
+    with pytest.raises(ResourceExhausted):
+        config.resolve_synthetic({"num_watchers": config.MAX_CELLS // 80 + 1})
+    config.resolve_synthetic({"num_watchers": config.MAX_CELLS // 80})
+
+
+def test_resolve_does_not_mutate_the_request() -> None:
+    given = {"num_watchers": 5, "seed": None}
+    config.resolve_synthetic(given)
+    assert given == {"num_watchers": 5, "seed": None}
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_default_preset() -> None:
+    spec = config.resolve_training({})
+    assert spec == config.TrainSpec()
+    assert spec.preset == "default"
+    assert spec.embedding_dim == 5
+    assert spec.hidden_units == 32
+    assert spec.embedding_initializer == "zeros"
+
+
+@pytest.mark.parametrize("preset", [None, ""])
+def test_unset_preset_is_default(preset) -> None:
+    assert config.resolve_training({"preset": preset}) == config.TrainSpec()
+
+
+def test_notebook_preset_is_the_notebook() -> None:
+    spec = config.resolve_training({"preset": "notebook"})
+    assert spec.preset == "notebook"
+    assert spec.embedding_initializer == "glorot_uniform"
+    assert spec.epochs == 10
+    assert spec.batch_size == 32
+    assert spec.learning_rate == pytest.approx(0.001)
+    assert spec.validation_fraction == 0
+    assert spec.embedding_dim == 5
+    assert spec.hidden_units == 32
+
+
+def test_zero_fields_mean_the_presets_values() -> None:
+    zeros = {
+        "embedding_dim": 0,
+        "hidden_units": 0,
+        "epochs": 0,
+        "batch_size": 0,
+        "learning_rate": 0.0,
+        "validation_fraction": 0.0,
+    }
+    assert config.resolve_training({"preset": "notebook", **zeros}) == config.resolve_training(
+        {"preset": "notebook"}
+    )
+    assert config.resolve_training(zeros) == config.TrainSpec()
+
+
+def test_explicit_fields_override_the_preset() -> None:
+    spec = config.resolve_training(
+        {
+            "preset": "notebook",
+            "embedding_dim": 8,
+            "hidden_units": 16,
+            "epochs": 3,
+            "batch_size": 64,
+            "learning_rate": 0.01,
+            "validation_fraction": 0.2,
+        }
+    )
+    assert spec == config.TrainSpec(
+        preset="notebook",
+        embedding_dim=8,
+        hidden_units=16,
+        epochs=3,
+        batch_size=64,
+        learning_rate=0.01,
+        validation_fraction=0.2,
+        embedding_initializer="glorot_uniform",
+    )
+
+
+def test_unknown_preset_is_invalid() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        config.resolve_training({"preset": "fast"})
+    assert exc.value.field == "training.preset"
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "good"),
+    [
+        ("embedding_dim", -1, 1),
+        ("embedding_dim", 257, 256),
+        ("hidden_units", -1, 1),
+        ("hidden_units", 4097, 4096),
+        ("epochs", -1, 1),
+        ("epochs", 1001, 1000),
+        ("batch_size", -1, 1),
+        ("batch_size", 1_000_001, 1_000_000),
+        ("learning_rate", -0.001, 1e-6),
+        ("learning_rate", 1.5, 1.0),
+        ("learning_rate", float("nan"), 0.5),
+        ("validation_fraction", -0.1, 0.0),
+        ("validation_fraction", 1.0, 0.99),
+        ("validation_fraction", float("nan"), 0.5),
+    ],
+)
+def test_training_bounds_name_the_field(field: str, bad, good) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        config.resolve_training({field: bad})
+    assert exc.value.field == f"training.{field}"
+    assert field in str(exc.value)
+    spec = config.resolve_training({field: good})
+    expected = getattr(config.TrainSpec(), field) if good == 0 else good
+    assert getattr(spec, field) == expected
+
+
+@pytest.mark.parametrize(
+    ("watchers", "fraction", "ok"),
+    [(1, 0.5, False), (10, 0.01, False), (10, 0.99, True), (10, 0.1, True), (1, 0.0, True)],
+)
+def test_validation_split_must_leave_watchers_on_both_sides(
+    watchers: int, fraction: float, ok: bool
+) -> None:
+    synthetic = config.resolve_synthetic({"num_watchers": watchers, "seed": 0})
+    training = config.resolve_training({"validation_fraction": fraction})
+    if ok:
+        config.check_split(synthetic, training)
+    else:
+        with pytest.raises(InvalidArgument) as info:
+            config.check_split(synthetic, training)
+        assert info.value.field == "training.validation_fraction"

@@ -1,0 +1,390 @@
+"""A served version answers vectors, neighbours and reconstructions from numpy, bounds checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from movie_embeddings_server import errors, search
+from movie_embeddings_server.inference import ServedModel, Watchers
+
+MOVIES = 12
+DIM = 4
+HIDDEN = 6
+META = {"age_mean": 37.5, "age_std": 12.0}
+NONE = np.array([], dtype=np.int64)
+
+
+def _weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "embedding": rng.normal(size=(MOVIES, DIM)).astype(np.float32),
+        "hidden_kernel": rng.normal(0, 0.5, size=(2 + DIM, HIDDEN)).astype(np.float32),
+        "hidden_bias": rng.normal(0, 0.1, size=HIDDEN).astype(np.float32),
+        "output_kernel": rng.normal(0, 0.5, size=(HIDDEN, MOVIES)).astype(np.float32),
+        "output_bias": rng.normal(0, 0.1, size=MOVIES).astype(np.float32),
+    }
+
+
+@pytest.fixture
+def weights() -> dict[str, np.ndarray]:
+    return _weights()
+
+
+@pytest.fixture
+def model(weights: dict[str, np.ndarray]) -> ServedModel:
+    return ServedModel("default", 3, weights, dict(META))
+
+
+def _reference_forward(w: dict[str, np.ndarray], ratings, ages, education) -> np.ndarray:
+    """The notebook's layers in float64, from raw ages standardised with the stored statistics."""
+    ratings = np.asarray(ratings, np.float64)
+    age = (np.asarray(ages, np.float64) - META["age_mean"]) / META["age_std"]
+    features = np.column_stack([age, np.asarray(education, np.float64)])
+    merged = np.concatenate([features, ratings @ w["embedding"].astype(np.float64)], axis=1)
+    hidden = np.maximum(merged @ w["hidden_kernel"] + w["hidden_bias"], 0)
+    return 1 / (1 + np.exp(-(hidden @ w["output_kernel"] + w["output_bias"])))
+
+
+def _nearest(model: ServedModel, **kwargs):
+    args = {"movie_id": None, "vector": None, "k": 5, "metric": "cosine", "exclude": NONE}
+    args.update(kwargs)
+    return model.nearest(**args)
+
+
+# --- vectors ------------------------------------------------------------------------------
+
+
+def test_sizes(model: ServedModel) -> None:
+    assert model.num_movies == MOVIES
+    assert model.embedding_dim == DIM
+    assert (model.name, model.version) == ("default", 3)
+    assert model.age_mean == 37.5 and model.age_std == 12.0
+
+
+def test_vectors_of_no_ids_are_all_rows(model: ServedModel, weights) -> None:
+    got = model.vectors(NONE)
+    assert got.shape == (MOVIES, DIM)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, weights["embedding"])
+
+
+def test_vectors_of_ids_are_those_rows_in_order(model: ServedModel, weights) -> None:
+    got = model.vectors(np.array([5, 0, 5, MOVIES - 1]))
+    np.testing.assert_array_equal(got, weights["embedding"][[5, 0, 5, MOVIES - 1]])
+
+
+def test_vectors_negative_id_is_invalid(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.vectors(np.array([1, -1]))
+    assert exc.value.field == "movie_ids"
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.vectors(np.array([-3]), field="movie_id")
+    assert exc.value.field == "movie_id"
+
+
+def test_vectors_id_past_the_catalogue_is_not_found(model: ServedModel) -> None:
+    with pytest.raises(errors.NotFound, match=str(MOVIES)):
+        model.vectors(np.array([0, MOVIES]))
+
+
+# --- nearest ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", search.METRICS)
+def test_nearest_by_movie_matches_brute_force(model: ServedModel, weights, metric: str) -> None:
+    emb = weights["embedding"].astype(np.float64)
+    query_id = 4
+    q = emb[query_id]
+    if metric == "cosine":
+        brute = emb @ q / (np.linalg.norm(emb, axis=1) * np.linalg.norm(q))
+    elif metric == "dot":
+        brute = emb @ q
+    else:
+        brute = -np.linalg.norm(emb - q, axis=1)
+    expected = [int(i) for i in np.argsort(-brute, kind="stable") if i != query_id][:5]
+    ids, scores = _nearest(model, movie_id=query_id, metric=metric)
+    assert ids.tolist() == expected
+    np.testing.assert_allclose(scores, brute[expected], rtol=1e-5, atol=1e-5)
+    assert np.all(np.diff(scores) <= 0)
+
+
+@pytest.mark.parametrize("metric", search.METRICS)
+def test_query_movie_is_never_its_own_neighbour(model: ServedModel, metric: str) -> None:
+    for movie in range(MOVIES):
+        ids, _ = _nearest(model, movie_id=movie, k=MOVIES, metric=metric)
+        assert movie not in ids.tolist()
+        assert len(ids) == MOVIES - 1
+
+
+def test_query_movie_is_excluded_even_with_duplicate_rows(weights) -> None:
+    weights["embedding"][7] = weights["embedding"][2]
+    model = ServedModel("m", 1, weights, META)
+    ids, scores = _nearest(model, movie_id=2, k=1)
+    assert ids.tolist() == [7]
+    assert scores[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_nearest_k_bounds(model: ServedModel) -> None:
+    assert len(_nearest(model, movie_id=0, k=0)[0]) == 0
+    assert len(_nearest(model, movie_id=0, k=1)[0]) == 1
+    assert len(_nearest(model, movie_id=0, k=1000)[0]) == MOVIES - 1
+    vector = np.ones(DIM, np.float32)
+    assert len(_nearest(model, vector=vector, k=1000)[0]) == MOVIES
+
+
+def test_nearest_exclude(model: ServedModel) -> None:
+    full, _ = _nearest(model, movie_id=0, k=MOVIES)
+    excluded = full[:3]
+    ids, _ = _nearest(model, movie_id=0, k=MOVIES, exclude=excluded)
+    assert not set(ids.tolist()) & set(excluded.tolist())
+    assert ids.tolist() == full[3:].tolist()
+
+
+def test_nearest_by_vector_finds_that_movie_first(model: ServedModel, weights) -> None:
+    for metric in search.METRICS:
+        if metric == "dot":
+            continue  # a longer row can out-score the row itself by dot product
+        ids, _ = _nearest(model, vector=weights["embedding"][6].copy(), k=3, metric=metric)
+        assert ids[0] == 6
+
+
+def test_nearest_by_zero_vector_is_fine_with_dot_and_euclidean(model: ServedModel) -> None:
+    zero = np.zeros(DIM, np.float32)
+    ids, scores = _nearest(model, vector=zero, k=3, metric="dot")
+    assert ids.tolist() == [0, 1, 2] and np.all(scores == 0)
+    ids, _ = _nearest(model, vector=zero, k=3, metric="euclidean")
+    assert len(ids) == 3
+
+
+def test_negative_k_is_invalid(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        _nearest(model, movie_id=0, k=-1)
+    assert exc.value.field == "k"
+
+
+def test_nearest_negative_movie_is_invalid(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        _nearest(model, movie_id=-1)
+    assert exc.value.field == "movie_id"
+
+
+def test_nearest_unknown_movie_is_not_found(model: ServedModel) -> None:
+    with pytest.raises(errors.NotFound):
+        _nearest(model, movie_id=MOVIES)
+
+
+def test_nearest_bad_exclude_ids(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        _nearest(model, movie_id=0, exclude=np.array([-2]))
+    assert exc.value.field == "exclude_movie_ids"
+    with pytest.raises(errors.NotFound):
+        _nearest(model, movie_id=0, exclude=np.array([MOVIES + 5]))
+
+
+@pytest.mark.parametrize(
+    ("vector", "metric"),
+    [
+        (np.ones(DIM - 1, np.float32), "cosine"),
+        (np.ones(DIM + 1, np.float32), "dot"),
+        (np.ones((1, DIM), np.float32), "euclidean"),
+        (np.array([1, np.nan, 0, 0], np.float32), "dot"),
+        (np.array([1, np.inf, 0, 0], np.float32), "euclidean"),
+        (np.zeros(DIM, np.float32), "cosine"),
+    ],
+)
+def test_bad_query_vectors_are_invalid(model: ServedModel, vector, metric: str) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        _nearest(model, vector=vector, metric=metric)
+    assert exc.value.field == "vector.values"
+
+
+def test_exactly_one_query(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        _nearest(model)
+    with pytest.raises(errors.InvalidArgument):
+        _nearest(model, movie_id=1, vector=np.ones(DIM, np.float32))
+
+
+def test_movie_zero_is_a_query(model: ServedModel) -> None:
+    ids, _ = _nearest(model, movie_id=0, k=MOVIES)
+    assert 0 not in ids.tolist()
+
+
+def test_cosine_neighbours_of_a_movie_with_a_zero_vector(weights) -> None:
+    # A default-preset (zero-initialised) model keeps a zero row for every movie that no
+    # training watcher liked. Cosine from such a movie is undefined: refuse it or give finite
+    # scores, never NaN.
+    weights["embedding"][2] = 0
+    model = ServedModel("m", 1, weights, META)
+    try:
+        ids, scores = _nearest(model, movie_id=2, k=3)
+    except errors.InvalidArgument as exc:
+        assert exc.field == "movie_id"
+    else:
+        assert len(ids) == 3
+        assert np.all(np.isfinite(scores))
+
+
+def test_zero_rows_score_zero_by_cosine(weights) -> None:
+    weights["embedding"][5] = 0
+    model = ServedModel("m", 1, weights, META)
+    ids, scores = _nearest(model, movie_id=0, k=MOVIES)
+    assert np.all(np.isfinite(scores))
+    assert scores[ids.tolist().index(5)] == 0
+
+
+# --- watchers -----------------------------------------------------------------------------
+
+
+def test_liked_ids_give_the_same_matrix_as_ratings(model: ServedModel) -> None:
+    ratings = np.zeros((2, MOVIES), np.float32)
+    ratings[0, [1, 4, 9]] = 1
+    ratings[1, [0]] = 1
+    by_ratings = model.make_watchers(ratings.tolist(), [[], []], [30.0, 60.0], [1, 2])
+    by_ids = model.make_watchers([[], []], [[1, 4, 9], [0]], [30.0, 60.0], [1, 2])
+    np.testing.assert_array_equal(by_ratings.ratings, by_ids.ratings)
+    np.testing.assert_array_equal(by_ids.ratings, ratings)
+    np.testing.assert_array_equal(by_ids.age_years, [30.0, 60.0])
+    np.testing.assert_array_equal(by_ids.education, [1, 2])
+    np.testing.assert_array_equal(model.forward(by_ratings), model.forward(by_ids))
+
+
+def test_watchers_may_mix_ratings_and_liked_ids(model: ServedModel) -> None:
+    row = [0.25] * MOVIES
+    w = model.make_watchers([row, []], [[], [3]], [20.0, 20.0], [0, 0])
+    np.testing.assert_array_equal(w.ratings[0], row)
+    assert w.ratings[1].tolist() == [1.0 if m == 3 else 0.0 for m in range(MOVIES)]
+
+
+def test_a_watcher_with_no_likes_is_a_zero_row(model: ServedModel) -> None:
+    w = model.make_watchers([[]], [[]], [20.0], [0])
+    np.testing.assert_array_equal(w.ratings, np.zeros((1, MOVIES)))
+
+
+def test_both_ratings_and_liked_ids_is_invalid(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([[], [0.0] * MOVIES], [[], [1]], [20.0, 20.0], [0, 0])
+    assert exc.value.field == "watchers[1]"
+
+
+@pytest.mark.parametrize("length", [1, MOVIES - 1, MOVIES + 1])
+def test_wrong_rating_length_is_invalid(model: ServedModel, length: int) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([[0.5] * length], [[]], [20.0], [0])
+    assert exc.value.field == "watchers[0].ratings"
+    assert str(MOVIES) in exc.value.description
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan"), float("inf")])
+def test_ratings_outside_0_1_are_invalid(model: ServedModel, bad: float) -> None:
+    good = [0.5] * MOVIES
+    row = list(good)
+    row[7] = bad
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([good, good, row], [[], [], []], [20.0] * 3, [0] * 3)
+    assert exc.value.field == "watchers[2].ratings"
+
+
+def test_ratings_at_the_bounds_are_fine(model: ServedModel) -> None:
+    row = [0.0] * (MOVIES - 1) + [1.0]
+    model.make_watchers([row], [[]], [0.0], [0])
+    model.make_watchers([row], [[]], [150.0], [0])
+
+
+@pytest.mark.parametrize("age", [-1.0, 150.5, float("nan"), float("inf")])
+def test_age_outside_0_150_is_invalid(model: ServedModel, age: float) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([[], []], [[1], [2]], [30.0, age], [0, 0])
+    assert exc.value.field == "watchers[1].age_years"
+
+
+def test_negative_education_is_invalid(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([[], []], [[1], [2]], [30.0, 30.0], [0, -1])
+    assert exc.value.field == "watchers[1].education"
+
+
+def test_no_watchers_is_invalid(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([], [], [], [])
+    assert exc.value.field == "watchers"
+
+
+def test_liked_ids_are_checked(model: ServedModel) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([[]], [[-1]], [30.0], [0])
+    assert exc.value.field == "watchers[0].liked_movie_ids"
+    with pytest.raises(errors.NotFound):
+        model.make_watchers([[]], [[MOVIES]], [30.0], [0])
+
+
+# --- forward and reconstruct --------------------------------------------------------------
+
+
+def test_forward_standardises_raw_ages(model: ServedModel, weights) -> None:
+    rng = np.random.default_rng(5)
+    ratings = rng.random((20, MOVIES), dtype=np.float32)
+    ages = rng.uniform(15, 90, 20).astype(np.float32)
+    education = rng.integers(0, 6, 20)
+    got = model.forward(Watchers(ratings, ages, education))
+    expected = _reference_forward(weights, ratings, ages, education)
+    assert got.shape == (20, MOVIES) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_forward_depends_on_age_and_education(model: ServedModel) -> None:
+    ratings = np.full((1, MOVIES), 0.5, np.float32)
+    base = model.forward(Watchers(ratings, np.array([30.0], np.float32), np.array([1])))
+    older = model.forward(Watchers(ratings, np.array([70.0], np.float32), np.array([1])))
+    schooled = model.forward(Watchers(ratings, np.array([30.0], np.float32), np.array([4])))
+    assert not np.allclose(base, older)
+    assert not np.allclose(base, schooled)
+
+
+def test_reconstruct_probabilities_and_recommendations(model: ServedModel, weights) -> None:
+    ratings = np.zeros((3, MOVIES), np.float32)
+    ratings[0, [0, 1, 2]] = 1
+    ratings[1, 5] = 0.7  # >= 0.5 counts as liked
+    ratings[1, 6] = 0.3  # < 0.5 does not
+    w = Watchers(ratings, np.array([20.0, 45.0, 80.0], np.float32), np.array([0, 2, 5]))
+    probabilities, recommendations = model.reconstruct(w, top_k=4)
+    np.testing.assert_allclose(
+        probabilities, _reference_forward(weights, ratings, w.age_years, w.education), atol=1e-6
+    )
+    assert len(recommendations) == 3
+    liked = [{0, 1, 2}, {5}, set()]
+    for row, recs, likes in zip(probabilities, recommendations, liked, strict=True):
+        assert len(recs) == 4
+        assert not set(recs.tolist()) & likes
+        assert np.all(np.diff(row[recs]) <= 0)
+        best_unliked = sorted(set(range(MOVIES)) - likes, key=lambda m: (-row[m], m))[:4]
+        assert recs.tolist() == best_unliked
+    assert 6 in set(range(MOVIES)) - liked[1]
+
+
+def test_reconstruct_top_k_past_the_unliked_movies(model: ServedModel) -> None:
+    w = model.make_watchers([[]], [list(range(MOVIES - 2))], [30.0], [1])
+    _, recommendations = model.reconstruct(w, top_k=10)
+    assert sorted(recommendations[0].tolist()) == [MOVIES - 2, MOVIES - 1]
+
+
+def test_reconstruct_without_top_k_has_no_recommendations(model: ServedModel) -> None:
+    w = model.make_watchers([[]], [[1]], [30.0], [1])
+    probabilities, recommendations = model.reconstruct(w, top_k=0)
+    assert probabilities.shape == (1, MOVIES)
+    assert all(len(r) == 0 for r in recommendations)
+
+
+def test_reconstruct_negative_top_k_is_invalid(model: ServedModel) -> None:
+    w = model.make_watchers([[]], [[1]], [30.0], [1])
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.reconstruct(w, top_k=-1)
+    assert exc.value.field == "top_k"
+
+
+def test_weights_are_copied_to_float32(weights) -> None:
+    as64 = {k: v.astype(np.float64) for k, v in weights.items()}
+    model = ServedModel("m", 1, as64, META)
+    for name in ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias"):
+        assert getattr(model, name).dtype == np.float32
