@@ -39,9 +39,15 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> int:
+        """SIGTERM and the exit code; a process that will not stop is killed, and that raises."""
         if self.process.poll() is None:
             self.process.terminate()
-        return self.process.wait(timeout=30)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            raise
 
 
 def wait_serving(target: str, timeout: float) -> None:
@@ -63,6 +69,7 @@ def wait_serving(target: str, timeout: float) -> None:
 def start_server(data_dir: Path, log: Path, *extra: str) -> ServerProcess:
     """Start `serve --port 0` and wait until it is SERVING; the port is read from its log."""
     started = time.monotonic()
+    offset = log.stat().st_size if log.exists() else 0  # only this process's lines count
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [*CLI, "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
@@ -71,16 +78,21 @@ def start_server(data_dir: Path, log: Path, *extra: str) -> ServerProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     deadline = started + START_TIMEOUT
-    port = None
-    while port is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-        found = re.findall(r"listening on 127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
-        port = int(found[-1]) if found else None
-        time.sleep(0.05)
-    target = f"127.0.0.1:{port}"
-    wait_serving(target, deadline - time.monotonic())
+    try:
+        port = None
+        while port is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
+            text = log.read_bytes()[offset:].decode(errors="replace")
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
+            port = int(found.group(1)) if found else None
+            time.sleep(0.05)
+        target = f"127.0.0.1:{port}"
+        wait_serving(target, deadline - time.monotonic())
+    except BaseException:
+        process.kill()
+        process.wait(timeout=30)
+        raise
     return ServerProcess(process, target, data_dir, log, time.monotonic() - started)
 
 

@@ -137,7 +137,7 @@ def cmd_vector(client: me.Client, args: argparse.Namespace) -> None:
         ids = np.array([args.movie_id])
         matrix = client.movie_vector(args.movie_id, model=_model_arg(args))[None, :]
     if args.round is not None:
-        matrix = np.round(matrix, args.round)
+        matrix = np.round(matrix.astype(np.float64), args.round)  # float32 can't hold 0.09
     if args.json:
         _print_json(
             [{"movie_id": int(i), "vector": row} for i, row in zip(ids, matrix, strict=True)]
@@ -427,6 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except me.MovieEmbeddingsError as exc:
         code = exc.code.name if exc.code else "ERROR"
         print(f"error: {code}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # refused by the SDK before sending (e.g. an id beyond int32)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) has gone: stop quietly, as the Python docs advise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         return 130

@@ -14,12 +14,16 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
-    """Score of every row against `query`; higher is nearer for every metric."""
+    """Score of every row against `query`; higher is nearer for every metric.
+
+    Dot and Euclidean are computed in float64: float32 overflows for large query values.
+    """
     if metric == "cosine":
         norm = np.linalg.norm(query)
         # A zero vector has no direction: every cosine with it is 0 (a movie nobody liked
         # in training keeps its zero-initialised row).
         return unit @ (query / norm) if norm > 0 else np.zeros(len(unit), dtype=unit.dtype)
+    query = query.astype(np.float64)
     if metric == "dot":
         return matrix @ query
     return -np.linalg.norm(matrix - query, axis=1)

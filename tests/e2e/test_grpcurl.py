@@ -1,0 +1,348 @@
+"""grpcurl against a real server process, by server reflection only (no .proto at hand)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import ServerProcess, grpcurl_path
+
+import movie_embeddings as me
+
+SERVICE = "movie_embeddings.v1.MovieEmbeddingService"
+RPCS = [
+    "Train",
+    "GetMovieVector",
+    "BatchGetMovieVectors",
+    "NearestMovies",
+    "Reconstruct",
+    "ListModels",
+    "GetModel",
+]
+# Written as a user would type them; the tests put the server's address in place of TARGET.
+TARGET = "localhost:50051"
+GRPCURL_TIMEOUT = 120.0  # seconds: Train streams a small training
+
+# (description, arguments after `grpcurl`), ready to be copied into the README.
+GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
+    ("list services", ["-plaintext", TARGET, "list"]),
+    ("describe the service", ["-plaintext", TARGET, "describe", SERVICE]),
+    (
+        "describe a request message",
+        ["-plaintext", TARGET, "describe", "movie_embeddings.v1.NearestMoviesRequest"],
+    ),
+    (
+        "get a movie vector",
+        ["-plaintext", "-d", '{"movieId": 3}', TARGET, f"{SERVICE}/GetMovieVector"],
+    ),
+    (
+        "get several movie vectors",
+        [
+            "-plaintext",
+            "-d",
+            '{"movieIds": [3, 0, 3, 79]}',
+            TARGET,
+            f"{SERVICE}/BatchGetMovieVectors",
+        ],
+    ),
+    (
+        "nearest movies to a movie",
+        ["-plaintext", "-d", '{"movieId": 3, "k": 5}', TARGET, f"{SERVICE}/NearestMovies"],
+    ),
+    (
+        "nearest movies to a vector",
+        [
+            "-plaintext",
+            "-d",
+            '{"vector": {"values": [0.1, 0.2, -0.3, 0.4, 0.5]}, "k": 5,'
+            ' "metric": "METRIC_EUCLIDEAN"}',
+            TARGET,
+            f"{SERVICE}/NearestMovies",
+        ],
+    ),
+    (
+        "reconstruct a watcher",
+        [
+            "-plaintext",
+            "-d",
+            '{"watchers": [{"likedMovieIds": [0, 1, 2], "ageYears": 30, "education": 1}],'
+            ' "topK": 3}',
+            TARGET,
+            f"{SERVICE}/Reconstruct",
+        ],
+    ),
+    ("list models", ["-plaintext", "-d", "{}", TARGET, f"{SERVICE}/ListModels"]),
+    (
+        "get a model version",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "default", "version": "1"}}',
+            TARGET,
+            f"{SERVICE}/GetModel",
+        ],
+    ),
+    (
+        "train a model (server stream)",
+        [
+            "-plaintext",
+            "-d",
+            '{"modelName":"grpcurlmodel","synthetic":{"numWatchers":200,"seed":"5"},'
+            '"training":{"epochs":3}}',
+            TARGET,
+            f"{SERVICE}/Train",
+        ],
+    ),
+    (
+        "error: unknown movie",
+        ["-plaintext", "-d", '{"movieId": 999}', TARGET, f"{SERVICE}/GetMovieVector"],
+    ),
+    (
+        "error: negative movie id",
+        ["-plaintext", "-d", '{"movieId": -1}', TARGET, f"{SERVICE}/GetMovieVector"],
+    ),
+    ("health check", ["-plaintext", TARGET, "grpc.health.v1.Health/Check"]),
+    (
+        "health check of the service",
+        [
+            "-plaintext",
+            "-d",
+            f'{{"service": "{SERVICE}"}}',
+            TARGET,
+            "grpc.health.v1.Health/Check",
+        ],
+    ),
+]
+COMMANDS = dict(GRPCURL_COMMANDS)
+assert len(COMMANDS) == len(GRPCURL_COMMANDS), "descriptions must be unique"
+
+
+def grpcurl(server: ServerProcess, description: str) -> subprocess.CompletedProcess[str]:
+    args = [server.target if a == TARGET else a for a in COMMANDS[description]]
+    assert "-proto" not in args and "-import-path" not in args  # reflection only
+    return subprocess.run(
+        [grpcurl_path(), *args],
+        capture_output=True,
+        text=True,
+        timeout=GRPCURL_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ok(server: ServerProcess, description: str) -> str:
+    result = grpcurl(server, description)
+    assert result.returncode == 0, f"{description}: exit {result.returncode}\n{result.stderr}"
+    assert result.stderr == "", result.stderr
+    return result.stdout
+
+
+def messages(text: str) -> list[Any]:
+    """The JSON objects grpcurl prints one after another (a stream is not one JSON document)."""
+    decoder = json.JSONDecoder()
+    out: list[Any] = []
+    pos = 0
+    for _ in range(len(text) + 1):  # each object takes at least one character
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return out
+        value, pos = decoder.raw_decode(text, pos)
+        out.append(value)
+    raise AssertionError("unreachable: the loop consumes one object per step")
+
+
+def one(server: ServerProcess, description: str) -> Any:
+    found = messages(ok(server, description))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def f32(values: list[float]) -> np.ndarray:
+    return np.array(values, dtype=np.float32)
+
+
+# grpcurl prints proto3 JSON: zero values are left out, int64 are strings, names as in the .proto.
+def movie_id(message: dict[str, Any]) -> int:
+    return int(message.get("movie_id", 0))
+
+
+def assert_model_info(got: dict[str, Any], info: me.ModelInfo) -> None:
+    assert got["ref"] == {"name": info.name, "version": str(info.version)}
+    created = datetime.fromisoformat(got["create_time"].replace("Z", "+00:00"))
+    assert created == info.create_time
+    s = got["synthetic"]
+    assert (s["num_watchers"], s["num_movies"], s["num_types"]) == (
+        info.synthetic.num_watchers,
+        info.synthetic.num_movies,
+        info.synthetic.num_types,
+    )
+    assert s.get("seed", "0") == str(info.synthetic.seed)
+    t = got["training"]
+    assert t["preset"] == f"PRESET_{info.training.preset.upper()}"
+    assert (t["embedding_dim"], t["hidden_units"], t["epochs"], t["batch_size"]) == (
+        info.training.embedding_dim,
+        info.training.hidden_units,
+        info.training.epochs,
+        info.training.batch_size,
+    )
+    assert got["metrics"] == dict(info.metrics)
+    assert got["num_movies"] == info.num_movies
+    assert got["embedding_dim"] == info.embedding_dim
+    assert got["state"] == "MODEL_STATE_READY"
+    assert got["age_mean"] == info.age_mean
+    assert got["age_std"] == info.age_std
+
+
+def test_list_shows_the_services(server: ServerProcess) -> None:
+    services = ok(server, "list services").split()
+    assert SERVICE in services
+    assert "grpc.health.v1.Health" in services
+    assert "grpc.reflection.v1alpha.ServerReflection" in services
+
+
+def test_describe_the_service_lists_every_rpc(server: ServerProcess) -> None:
+    text = ok(server, "describe the service")
+    assert f"{SERVICE} is a service" in text
+    rpcs = [line.split()[1] for line in text.splitlines() if line.strip().startswith("rpc ")]
+    assert sorted(rpcs) == sorted(RPCS)
+    assert "returns ( stream .movie_embeddings.v1.TrainResponse )" in text
+
+
+def test_describe_a_request_message_shows_its_fields(server: ServerProcess) -> None:
+    text = ok(server, "describe a request message")
+    assert "movie_embeddings.v1.NearestMoviesRequest is a message" in text
+    for field in [
+        ".movie_embeddings.v1.ModelRef model = 1;",
+        "oneof query {",
+        "int32 movie_id = 2;",
+        ".movie_embeddings.v1.Vector vector = 3;",
+        "int32 k = 4;",
+        ".movie_embeddings.v1.Metric metric = 5;",
+        "repeated int32 exclude_movie_ids = 6;",
+    ]:
+        assert field in text, field
+
+
+def test_get_movie_vector(server: ServerProcess, client: me.Client) -> None:
+    got = one(server, "get a movie vector")
+    assert movie_id(got) == 3
+    np.testing.assert_array_equal(f32(got["vector"]), client.movie_vector(3))
+    assert got["model"] == {"name": "default", "version": str(client.get_model().version)}
+
+
+def test_batch_get_movie_vectors(server: ServerProcess, client: me.Client) -> None:
+    got = one(server, "get several movie vectors")
+    ids, matrix = client.movie_vectors([3, 0, 3, 79])
+    assert [movie_id(v) for v in got["vectors"]] == ids.tolist() == [3, 0, 3, 79]
+    np.testing.assert_array_equal(f32([v["vector"] for v in got["vectors"]]), matrix)
+
+
+def test_nearest_movies_to_a_movie(server: ServerProcess, client: me.Client) -> None:
+    got = one(server, "nearest movies to a movie")["neighbors"]
+    expected = client.nearest_movies(3, k=5)
+    assert len(got) == 5
+    assert [movie_id(n) for n in got] == [n.movie_id for n in expected]
+    assert 3 not in [movie_id(n) for n in got]
+    np.testing.assert_array_equal(f32([n["score"] for n in got]), [n.score for n in expected])
+
+
+def test_nearest_movies_to_a_vector(server: ServerProcess, client: me.Client) -> None:
+    assert client.get_model().embedding_dim == 5  # the command's vector has 5 values
+    got = one(server, "nearest movies to a vector")["neighbors"]
+    expected = client.nearest_movies(vector=[0.1, 0.2, -0.3, 0.4, 0.5], k=5, metric="euclidean")
+    assert len(got) == 5
+    assert [movie_id(n) for n in got] == [n.movie_id for n in expected]
+    scores = f32([n["score"] for n in got])
+    np.testing.assert_array_equal(scores, [n.score for n in expected])
+    assert (scores < 0).all() and (np.diff(scores) <= 0).all()
+
+
+def test_reconstruct(server: ServerProcess, client: me.Client) -> None:
+    (got,) = one(server, "reconstruct a watcher")["reconstructions"]
+    expected = client.reconstruct([0, 1, 2], age_years=30, education=1, top_k=3)
+    probabilities = f32(got["probabilities"])
+    assert probabilities.shape == (80,)
+    np.testing.assert_array_equal(probabilities, expected.probabilities)
+    recommended = [movie_id(r) for r in got["recommendations"]]
+    assert recommended == [r.movie_id for r in expected.recommendations]
+    assert len(recommended) == 3 and not {0, 1, 2} & set(recommended)
+    np.testing.assert_array_equal(
+        f32([r["probability"] for r in got["recommendations"]]), probabilities[recommended]
+    )
+
+
+def test_list_models(server: ServerProcess, client: me.Client) -> None:
+    got = one(server, "list models")["models"]
+    expected = client.list_models()
+    assert len(got) == len(expected)
+    assert any(m["ref"] == {"name": "default", "version": "1"} for m in got)
+    for message, info in zip(got, expected, strict=True):
+        assert_model_info(message, info)
+
+
+def test_get_model(server: ServerProcess, client: me.Client) -> None:
+    got = one(server, "get a model version")["model"]
+    assert_model_info(got, client.get_model(me.ModelRef("default", 1)))
+    assert got["synthetic"]["seed"] == "42"
+
+
+def test_train_streams_progress_then_the_model(server: ServerProcess, client: me.Client) -> None:
+    assert client.list_models("grpcurlmodel") == []
+    stream = messages(ok(server, "train a model (server stream)"))
+    assert len(stream) == 4, stream
+    assert [list(m) for m in stream] == [["progress"]] * 3 + [["model"]]
+    progress = [m["progress"] for m in stream[:3]]
+    assert [p["epoch"] for p in progress] == [1, 2, 3]
+    assert {p["epochs"] for p in progress} == {3}
+    assert all(p["loss"] > 0 for p in progress)
+    assert {p["val_loss"] for p in progress} == {"NaN"}  # no validation split asked for
+    elapsed = [p["elapsed_seconds"] for p in progress]
+    assert elapsed == sorted(elapsed)
+
+    model = stream[3]["model"]
+    assert model["ref"] == {"name": "grpcurlmodel", "version": "1"}
+    assert model["synthetic"]["num_watchers"] == 200
+    assert model["synthetic"]["seed"] == "5"
+    assert model["training"]["epochs"] == 3
+    assert model["metrics"]["loss"] == progress[-1]["loss"]
+    assert_model_info(model, client.get_model(me.ModelRef("grpcurlmodel", 1)))
+
+
+@pytest.mark.parametrize(
+    ("description", "exit_code", "code", "words"),
+    [
+        ("error: unknown movie", 64 + 5, "NotFound", "movie 999 is not in model default"),
+        ("error: negative movie id", 64 + 3, "InvalidArgument", "movie ids must be >= 0, got -1"),
+    ],
+)
+def test_errors(
+    server: ServerProcess, description: str, exit_code: int, code: str, words: str
+) -> None:
+    result = grpcurl(server, description)
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    output = result.stdout + result.stderr
+    assert f"Code: {code}" in output
+    assert f"Message: movie_id: {words}" in output
+    assert "Traceback" not in output
+    if code == "InvalidArgument":
+        assert "google.rpc.BadRequest" in output and '"field":"movie_id"' in output
+    # The server shrugs it off.
+    with me.Client(server.target) as client:
+        assert client.movie_vector(0).shape == (5,)
+
+
+@pytest.mark.parametrize("description", ["health check", "health check of the service"])
+def test_health_check_is_serving(server: ServerProcess, description: str) -> None:
+    assert one(server, description) == {"status": "SERVING"}
+
+
+def test_the_readme_shows_exactly_these_commands() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    shown = [line for line in readme.splitlines() if line.startswith("grpcurl ")]
+    assert shown == ["grpcurl " + shlex.join(args) for _, args in GRPCURL_COMMANDS]
