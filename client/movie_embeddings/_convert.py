@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -24,8 +25,13 @@ from .types import (
 from .v1 import movie_embeddings_pb2 as pb
 
 PRESETS = {"default": pb.PRESET_DEFAULT, "notebook": pb.PRESET_NOTEBOOK}
+SCHEDULES = {
+    "constant": pb.LEARNING_RATE_SCHEDULE_CONSTANT,
+    "cosine": pb.LEARNING_RATE_SCHEDULE_COSINE,
+}
 METRICS = {"cosine": pb.METRIC_COSINE, "dot": pb.METRIC_DOT, "euclidean": pb.METRIC_EUCLIDEAN}
 _PRESET_NAMES = {v: k for k, v in PRESETS.items()}
+_SCHEDULE_NAMES = {v: k for k, v in SCHEDULES.items()}
 _STATE_NAMES = {pb.MODEL_STATE_READY: "ready"}
 
 ModelArg = str | ModelRef | None
@@ -44,18 +50,18 @@ def from_model_ref(ref: pb.ModelRef) -> ModelRef:
     return ModelRef(name=ref.name or DEFAULT_MODEL, version=ref.version)
 
 
-def preset(name: str | None) -> pb.Preset.ValueType:
-    if name is None:
-        return pb.PRESET_UNSPECIFIED
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-    return PRESETS[name]
+def _enum(field: str, names: dict[str, Any], name: str) -> Any:
+    if name not in names:
+        raise ValueError(f"{field} must be one of {sorted(names)}, got {name!r}")
+    return names[name]
+
+
+def preset(name: str) -> pb.Preset.ValueType:
+    return _enum("preset", PRESETS, name)  # type: ignore[no-any-return]
 
 
 def metric(name: str) -> pb.Metric.ValueType:
-    if name not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {name!r}")
-    return METRICS[name]
+    return _enum("metric", METRICS, name)  # type: ignore[no-any-return]
 
 
 def vector(values: npt.ArrayLike) -> np.ndarray:
@@ -86,6 +92,10 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
             batch_size=t.batch_size,
             learning_rate=_float32(t.learning_rate),
             validation_fraction=_float32(t.validation_fraction),
+            embedding_initializer=t.embedding_initializer,
+            embedding_l2=_float32(t.embedding_l2),
+            early_stopping_patience=t.early_stopping_patience,
+            learning_rate_schedule=_SCHEDULE_NAMES.get(t.learning_rate_schedule, "unspecified"),
         ),
         metrics=dict(info.metrics),
         num_movies=info.num_movies,
@@ -93,28 +103,41 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
         state=_STATE_NAMES.get(info.state, "unspecified"),
         age_mean=info.age_mean,
         age_std=info.age_std,
+        history=tuple(progress(p) for p in info.history),
     )
+
+
+def progress(p: pb.TrainProgress) -> TrainProgress:
+    val_loss = None if math.isnan(p.val_loss) else p.val_loss
+    return TrainProgress(p.epoch, p.epochs, p.loss, val_loss, p.elapsed_seconds)
 
 
 def train_event(response: pb.TrainResponse) -> TrainProgress | ModelInfo:
     if response.WhichOneof("event") == "model":
         return model_info(response.model)
-    p = response.progress
-    return TrainProgress(p.epoch, p.epochs, p.loss, p.val_loss, p.elapsed_seconds)
+    return progress(response.progress)
 
 
 def train_request(
     model: str, synthetic: dict[str, Any], training: dict[str, Any]
 ) -> pb.TrainRequest:
-    seed = synthetic.get("seed")
-    request = pb.TrainRequest(
+    """None leaves a field unset (the server's default); `preset` is a name."""
+
+    def given(fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in fields.items() if v is not None}
+
+    settings = given(training)
+    if "preset" in settings:
+        settings["preset"] = preset(settings["preset"])
+    if "learning_rate_schedule" in settings:
+        settings["learning_rate_schedule"] = _enum(
+            "learning_rate_schedule", SCHEDULES, settings["learning_rate_schedule"]
+        )
+    return pb.TrainRequest(
         model_name=model,
-        synthetic=pb.SyntheticData(**{k: v for k, v in synthetic.items() if k != "seed"}),
-        training=pb.TrainingConfig(**{**training, "preset": preset(training.get("preset"))}),
+        synthetic=pb.SyntheticData(**given(synthetic)),
+        training=pb.TrainingConfig(**settings),
     )
-    if seed is not None:
-        request.synthetic.seed = seed
-    return request
 
 
 def nearest_request(

@@ -54,23 +54,28 @@ class Client:
         self,
         model: str = "default",
         *,
-        num_watchers: int = 0,
-        num_movies: int = 0,
-        num_types: int = 0,
+        num_watchers: int | None = None,
+        num_movies: int | None = None,
+        num_types: int | None = None,
         seed: int | None = None,
         preset: str | None = None,
-        embedding_dim: int = 0,
-        hidden_units: int = 0,
-        epochs: int = 0,
-        batch_size: int = 0,
-        learning_rate: float = 0.0,
-        validation_fraction: float = 0.0,
+        embedding_dim: int | None = None,
+        hidden_units: int | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
+        validation_fraction: float | None = None,
+        embedding_initializer: str | None = None,
+        embedding_l2: float | None = None,
+        early_stopping_patience: int | None = None,
+        learning_rate_schedule: str | None = None,
         timeout: float | None = None,
     ) -> Iterator[TrainProgress | ModelInfo]:
         """Train a new version of `model`: yields a TrainProgress per epoch, then its ModelInfo.
 
-        Zero (or None) means the server's default. Stopping the iteration early
-        (or `timeout` seconds passing) cancels the training.
+        None means the server's default: the preset's ("default" unless
+        `preset="notebook"`, the notebook's settings exactly). Stopping the iteration
+        early (or `timeout` seconds passing) cancels the training.
         """
         request = convert.train_request(
             model,
@@ -88,6 +93,10 @@ class Client:
                 "batch_size": batch_size,
                 "learning_rate": learning_rate,
                 "validation_fraction": validation_fraction,
+                "embedding_initializer": embedding_initializer,
+                "embedding_l2": embedding_l2,
+                "early_stopping_patience": early_stopping_patience,
+                "learning_rate_schedule": learning_rate_schedule,
             },
         )
         stream = self._stub.Train(request, timeout=timeout)

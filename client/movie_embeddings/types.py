@@ -40,6 +40,10 @@ class TrainingConfig:
     batch_size: int
     learning_rate: float
     validation_fraction: float
+    embedding_initializer: str
+    embedding_l2: float
+    early_stopping_patience: int
+    learning_rate_schedule: str
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class ModelInfo:
     state: str
     age_mean: float
     age_std: float
+    history: tuple[TrainProgress, ...] = ()
 
     @property
     def name(self) -> str:
@@ -68,12 +73,12 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """The end of one training epoch; losses in nats per movie (val_loss NaN without a split)."""
+    """The end of one training epoch; losses in nats per movie (val_loss None without a split)."""
 
     epoch: int
     epochs: int
     loss: float
-    val_loss: float
+    val_loss: float | None
     elapsed_seconds: float
 
 

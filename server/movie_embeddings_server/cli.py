@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +68,38 @@ def _describe(info: me.ModelInfo) -> str:
 
 def _progress_line(p: me.TrainProgress, width: int = 30) -> str:
     done = int(width * p.epoch / max(p.epochs, 1))
-    val = "" if math.isnan(p.val_loss) else f" val_loss {p.val_loss:.4f}"
+    val = "" if p.val_loss is None else f" val_loss {p.val_loss:.4f}"
     return (
         f"[{'#' * done}{'.' * (width - done)}] epoch {p.epoch}/{p.epochs} "
         f"loss {p.loss:.4f}{val} {p.elapsed_seconds:.1f}s"
     )
+
+
+# One flag per TrainRequest field; unset = the server's default (the preset's).
+TRAIN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
+    ("--num-watchers", int, "watchers to generate (default: 1000)"),
+    ("--num-movies", int, "movies in the catalogue (default: 80)"),
+    ("--num-types", int, "watcher types = movie groups (default: 10)"),
+    ("--seed", int, "generator seed (default: random, recorded in the model)"),
+    ("--embedding-dim", int, "length of a movie vector (default: 5)"),
+    ("--hidden-units", int, "units of the hidden relu layer (default: 32)"),
+    ("--epochs", int, "passes over the data (default: 30; notebook 10)"),
+    ("--batch-size", int, "watchers per gradient step (default: 64; notebook 32)"),
+    ("--learning-rate", float, "Adam's (initial) learning rate (default: 0.01; notebook 0.001)"),
+    ("--validation-fraction", float, "share of watchers held out for val_loss (default: 0)"),
+    (
+        "--embedding-initializer",
+        str,
+        "Keras initialiser of the embedding kernel (default: zeros; notebook glorot_uniform)",
+    ),
+    ("--embedding-l2", float, "L2 penalty on the embedding kernel (default: 0.008; notebook 0)"),
+    (
+        "--early-stopping-patience",
+        int,
+        "epochs without a better val_loss before stopping and "
+        "restoring the best weights; 0 = off (default: 0)",
+    ),
+]
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -94,19 +121,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_train(client: me.Client, args: argparse.Namespace) -> None:
     info: me.ModelInfo | None = None
     tty = sys.stderr.isatty()
+    settings = {
+        option[2:].replace("-", "_"): getattr(args, option[2:].replace("-", "_"))
+        for option, _, _ in TRAIN_OPTIONS
+    }
     for event in client.train(
         args.model,
-        num_watchers=args.num_watchers,
-        num_movies=args.num_movies,
-        num_types=args.num_types,
-        seed=args.seed,
         preset=args.preset,
-        embedding_dim=args.embedding_dim,
-        hidden_units=args.hidden_units,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        validation_fraction=args.validation_fraction,
+        learning_rate_schedule=args.learning_rate_schedule,
+        **settings,
         timeout=args.timeout,
     ):
         if isinstance(event, me.TrainProgress):
@@ -279,53 +302,28 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         parents=[common],
         help="train a new model version, with a progress bar",
-        description="Train a new version of a model on freshly generated synthetic data. "
-        "Zero values take the server's defaults (see the .proto).",
+        description="Train a new version of a model on freshly generated synthetic data, "
+        "with a live progress bar, then print its metrics. Options not given take the "
+        "preset's values (see TrainingConfig in the .proto).",
     )
     train.add_argument(
         "--model", default="default", help="model name to add a version to (default: %(default)s)"
     )
-    train.add_argument(
-        "--num-watchers", type=int, default=0, help="watchers to generate (default: 1000)"
-    )
-    train.add_argument(
-        "--num-movies", type=int, default=0, help="movies in the catalogue (default: 80)"
-    )
-    train.add_argument(
-        "--num-types", type=int, default=0, help="watcher types / movie groups (default: 10)"
-    )
-    train.add_argument(
-        "--seed", type=int, default=None, help="generator seed (default: random, recorded)"
-    )
+    for option, kind, text in TRAIN_OPTIONS:
+        train.add_argument(option, type=kind, default=None, help=text)
     train.add_argument(
         "--preset",
         choices=["default", "notebook"],
         default=None,
-        help="base settings: the improved default or the notebook's exactly (default: default)",
+        help="base settings: the improved default, or the notebook's exactly "
+        "(glorot init, 10 epochs, batch 32, lr 0.001) (default: default)",
     )
     train.add_argument(
-        "--embedding-dim", type=int, default=0, help="length of a movie vector (default: 5)"
-    )
-    train.add_argument(
-        "--hidden-units", type=int, default=0, help="units of the hidden layer (default: 32)"
-    )
-    train.add_argument(
-        "--epochs", type=int, default=0, help="passes over the data (default: the preset's)"
-    )
-    train.add_argument(
-        "--batch-size", type=int, default=0, help="watchers per step (default: the preset's)"
-    )
-    train.add_argument(
-        "--learning-rate",
-        type=float,
-        default=0.0,
-        help="Adam learning rate (default: the preset's)",
-    )
-    train.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.0,
-        help="share of watchers held out for val_loss (default: 0)",
+        "--learning-rate-schedule",
+        choices=["constant", "cosine"],
+        default=None,
+        help="learning rate throughout, or decayed to 0 along a half cosine "
+        "(default: cosine; notebook constant)",
     )
 
     vector = with_model(

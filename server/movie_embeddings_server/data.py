@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,9 @@ def like_probability(types: np.ndarray, num_movies: int, num_types: int) -> np.n
     return np.where(near, np.float32(LIKE_INSIDE), np.float32(LIKE_OUTSIDE))
 
 
-def generate(num_watchers: int, num_movies: int, num_types: int, seed: int) -> Dataset:
+def generate(
+    num_watchers: int, num_movies: int, num_types: int, seed: int | Sequence[int]
+) -> Dataset:
     """Draw a data set with the notebook's distribution; the same seed gives the same data."""
     rng = np.random.default_rng(seed)
     types = rng.integers(0, num_types, size=num_watchers).astype(np.int32)

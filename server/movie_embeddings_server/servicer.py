@@ -7,6 +7,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -35,8 +36,14 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     training.Cancelled: grpc.StatusCode.CANCELLED,
 }
 
-PRESET_NAMES = {pb.PRESET_DEFAULT: "default", pb.PRESET_NOTEBOOK: "notebook"}
-PRESET_VALUES = {v: k for k, v in PRESET_NAMES.items()}
+# TrainingConfig's enum fields: wire value <-> the name the domain uses.
+TRAINING_ENUMS: dict[str, dict[int, str]] = {
+    "preset": {pb.PRESET_DEFAULT: "default", pb.PRESET_NOTEBOOK: "notebook"},
+    "learning_rate_schedule": {
+        pb.LEARNING_RATE_SCHEDULE_CONSTANT: "constant",
+        pb.LEARNING_RATE_SCHEDULE_COSINE: "cosine",
+    },
+}
 METRIC_NAMES = {
     pb.METRIC_UNSPECIFIED: "cosine",
     pb.METRIC_COSINE: "cosine",
@@ -94,15 +101,11 @@ def _ref(served: ServedModel) -> pb.ModelRef:
 def model_info(served: ServedModel) -> pb.ModelInfo:
     """A stored version's description, from its metadata."""
     meta = served.meta
-    training_meta = dict(meta["training"])
-    training_cfg = pb.TrainingConfig(
-        preset=PRESET_VALUES.get(training_meta.pop("preset"), pb.PRESET_UNSPECIFIED),
-        **{
-            k: v
-            for k, v in training_meta.items()
-            if k in pb.TrainingConfig.DESCRIPTOR.fields_by_name
-        },
-    )
+    training_cfg = pb.TrainingConfig()
+    for key, value in meta["training"].items():
+        if key in TRAINING_ENUMS:
+            value = {v: k for k, v in TRAINING_ENUMS[key].items()}[value]
+        setattr(training_cfg, key, value)
     info = pb.ModelInfo(
         ref=_ref(served),
         synthetic=pb.SyntheticData(**meta["synthetic"]),
@@ -113,18 +116,20 @@ def model_info(served: ServedModel) -> pb.ModelInfo:
         state=pb.MODEL_STATE_READY,
         age_mean=served.age_mean,
         age_std=served.age_std,
+        history=[pb.TrainProgress(**epoch) for epoch in meta["history"]],
     )
     info.create_time.FromDatetime(datetime.fromisoformat(meta["create_time"]))
     return info
 
 
-def _fields(message: Any) -> dict[str, Any]:
-    """The scalar fields of a message as a dict; `optional` fields only when set."""
+def _set_fields(message: Any) -> dict[str, Any]:
+    """The fields the caller set: non-zero ones, and `optional` ones when present (even 0)."""
     out = {}
     for f in message.DESCRIPTOR.fields:
-        if f.has_presence and not message.HasField(f.name):
-            continue
-        out[f.name] = getattr(message, f.name)
+        value = getattr(message, f.name)
+        if message.HasField(f.name) if f.has_presence else value:
+            # A float field holds 0.005 as 0.004999999888; keep the digits the caller wrote.
+            out[f.name] = float(f"{value:.7g}") if f.type == f.TYPE_FLOAT else value
     return out
 
 
@@ -141,10 +146,13 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self, request: pb.TrainRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TrainResponse]:
         name = check_name("model_name", request.model_name)
-        synthetic = config.resolve_synthetic(_fields(request.synthetic), max_cells=self.max_cells)
-        given = _fields(request.training)
-        preset = given["preset"]
-        given["preset"] = PRESET_NAMES.get(preset, f"unknown value {preset}" if preset else "")
+        synthetic = config.resolve_synthetic(
+            _set_fields(request.synthetic), max_cells=self.max_cells
+        )
+        given = _set_fields(request.training)
+        for key, names in TRAINING_ENUMS.items():
+            if key in given:
+                given[key] = names.get(given[key], f"unknown value {given[key]}")
         spec = config.resolve_training(given)
         config.check_split(synthetic, spec)
         stop = threading.Event()
@@ -153,15 +161,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             if isinstance(event, ServedModel):
                 yield pb.TrainResponse(model=model_info(event))
             else:
-                yield pb.TrainResponse(
-                    progress=pb.TrainProgress(
-                        epoch=event.epoch,
-                        epochs=event.epochs,
-                        loss=event.loss,
-                        val_loss=event.val_loss,
-                        elapsed_seconds=event.elapsed_seconds,
-                    )
-                )
+                yield pb.TrainResponse(progress=pb.TrainProgress(**asdict(event)))
 
     def _model(self, ref: pb.ModelRef) -> ServedModel:
         return self.store.resolve(ref.name, ref.version)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from . import training
+from . import quality, training
 from .config import SyntheticSpec, TrainSpec
 from .data import generate
 from .errors import ResourceExhausted
@@ -40,16 +41,25 @@ class Trainer:
             synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, synthetic.seed
         )
         trained = training.train(data, spec, synthetic.seed, on_epoch, stop.is_set)
-        metrics = {"loss": trained.history["loss"][-1], "train_seconds": trained.seconds}
-        if "val_loss" in trained.history:
-            metrics["val_loss"] = trained.history["val_loss"][-1]
+        stats = {"age_mean": trained.age_mean, "age_std": trained.age_std}
+        started = time.perf_counter()
+        metrics = quality.evaluate(
+            ServedModel(name, 0, trained.weights, stats), synthetic.num_types, synthetic.seed
+        )
+        metrics |= {
+            "loss": trained.history[-1].loss,
+            "epochs_run": len(trained.history),
+            "train_seconds": trained.seconds,
+            "evaluate_seconds": time.perf_counter() - started,
+        }
+        if spec.validation_fraction:
+            metrics["val_loss"] = trained.history[trained.best_epoch - 1].val_loss
         meta = new_metadata(
             synthetic=asdict(synthetic),
             training=asdict(spec),
-            age_mean=trained.age_mean,
-            age_std=trained.age_std,
             metrics=metrics,
-            history=trained.history,
+            history=[asdict(e) for e in trained.history],
+            **stats,
         )
         if stop.is_set():
             raise training.Cancelled("training was cancelled")

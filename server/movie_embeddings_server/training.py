@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -40,12 +41,16 @@ class Trained:
     weights: dict[str, np.ndarray]
     age_mean: float
     age_std: float
-    history: dict[str, list[float]]
+    history: list[Epoch]
+    best_epoch: int  # the epoch whose weights were kept (the last, unless stopped early)
     seconds: float
 
 
-def build_model(num_movies: int, spec: TrainSpec) -> Any:
-    """Ratings -> bias-free Dense (embedding); concat with (age, education) -> relu -> sigmoid."""
+def build_model(num_movies: int, spec: TrainSpec, steps: int = 1) -> Any:
+    """Ratings -> bias-free Dense (embedding); concat with (age, education) -> relu -> sigmoid.
+
+    `steps` is the number of optimizer steps the training will take (for the cosine schedule).
+    """
     import keras
 
     ratings = keras.Input(shape=(num_movies,), name="ratings")
@@ -53,6 +58,7 @@ def build_model(num_movies: int, spec: TrainSpec) -> Any:
         spec.embedding_dim,
         use_bias=False,
         kernel_initializer=spec.embedding_initializer,
+        kernel_regularizer=keras.regularizers.L2(spec.embedding_l2) if spec.embedding_l2 else None,
         name="embedding",
     )(ratings)
     features = keras.Input(shape=(2,), name="features")
@@ -60,8 +66,11 @@ def build_model(num_movies: int, spec: TrainSpec) -> Any:
     hidden = keras.layers.Dense(spec.hidden_units, activation="relu", name="hidden")(merged)
     output = keras.layers.Dense(num_movies, activation="sigmoid", name="output")(hidden)
     model = keras.Model(inputs=[ratings, features], outputs=output, name="movie_embeddings")
+    learning_rate: Any = spec.learning_rate
+    if spec.learning_rate_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="binary_crossentropy",
     )
     return model
@@ -103,7 +112,10 @@ def train(
         np.float32
     )
     ratings = data.ratings.astype(np.float32)
-    model = build_model(ratings.shape[1], spec)
+    train_rows = math.ceil(len(ratings) * (1 - spec.validation_fraction))
+    steps = spec.epochs * math.ceil(train_rows / spec.batch_size)
+    model = build_model(ratings.shape[1], spec, steps)
+    history: list[Epoch] = []
     start = time.perf_counter()
 
     class Progress(keras.callbacks.Callback):
@@ -113,7 +125,7 @@ def train(
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = logs or {}
-            on_epoch(
+            history.append(
                 Epoch(
                     epoch=epoch + 1,
                     epochs=spec.epochs,
@@ -122,23 +134,37 @@ def train(
                     elapsed_seconds=time.perf_counter() - start,
                 )
             )
+            on_epoch(history[-1])
 
-    history = model.fit(
+    callbacks: list[Any] = [Progress()]
+    if spec.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                patience=spec.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    model.fit(
         x=[ratings, features],
         y=ratings,
         epochs=spec.epochs,
         batch_size=spec.batch_size,
         validation_split=spec.validation_fraction,
-        callbacks=[Progress()],
+        callbacks=callbacks,
         verbose=0,
     )
     if should_stop():
         raise Cancelled("training was cancelled")
+    best = len(history)
+    if spec.early_stopping_patience:
+        # Keras 3's EarlyStopping restores, at the end of training (stopped early or
+        # not), the weights of the first epoch with the least val_loss.
+        best = 1 + int(np.nanargmin([e.val_loss for e in history]))
     return Trained(
         model=model,
         weights=export_weights(model),
         age_mean=age_mean,
         age_std=age_std,
-        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        history=history,
+        best_epoch=best,
         seconds=time.perf_counter() - start,
     )

@@ -47,6 +47,10 @@ OPTIONS = {
         "--batch-size",
         "--learning-rate",
         "--validation-fraction",
+        "--embedding-initializer",
+        "--embedding-l2",
+        "--early-stopping-patience",
+        "--learning-rate-schedule",
     ],
     "vector": [*WITH_MODEL, "--all", "--round", "MOVIE_ID"],
     "nearest": [*WITH_MODEL, "--k", "--metric", "--exclude", "MOVIE_ID"],
@@ -250,9 +254,9 @@ def test_models_lists_the_default_model(server: ServerProcess, client: me.Client
         "num_types": 10,
         "seed": 42,
     }
-    assert default["training"]["epochs"] == 10
+    assert default["training"]["epochs"] == 30
     assert default["state"] == "ready"
-    assert set(default["metrics"]) >= {"loss", "train_seconds"}
+    assert set(default["metrics"]) >= {"loss", "train_seconds", "neighbour_purity"}
 
     assert len(text) == len(sdk)
     line = next(x for x in text if x.startswith("default v1 "))

@@ -153,7 +153,7 @@ def test_train_streams_each_epoch_then_adds_a_version(inproc, inproc_client: me.
     events = list(inproc_client.train(num_watchers=200, epochs=3, seed=11, validation_fraction=0.2))
     assert [e.epoch for e in events[:-1]] == [1, 2, 3]
     assert all(isinstance(e, me.TrainProgress) and e.epochs == 3 for e in events[:-1])
-    assert all(np.isfinite(e.val_loss) for e in events[:-1])
+    assert all(e.val_loss is not None and np.isfinite(e.val_loss) for e in events[:-1])
     info = events[-1]
     assert isinstance(info, me.ModelInfo)
     assert (info.name, info.version) == ("default", before + 1)

@@ -15,11 +15,6 @@ def test_synthetic_defaults() -> None:
     assert (spec.num_watchers, spec.num_movies, spec.num_types) == (1000, 80, 10)
 
 
-def test_synthetic_zero_means_default() -> None:
-    spec = config.resolve_synthetic({"num_watchers": 0, "num_movies": 0, "num_types": 0})
-    assert (spec.num_watchers, spec.num_movies, spec.num_types) == (1000, 80, 10)
-
-
 def test_synthetic_explicit_fields_override() -> None:
     spec = config.resolve_synthetic(
         {"num_watchers": 7, "num_movies": 20, "num_types": 4, "seed": 5}
@@ -89,16 +84,19 @@ def test_resolve_does_not_mutate_the_request() -> None:
 
 def test_default_preset() -> None:
     spec = config.resolve_training({})
-    assert spec == config.TrainSpec()
+    assert spec == config.resolve_training({"preset": "default"})
     assert spec.preset == "default"
     assert spec.embedding_dim == 5
     assert spec.hidden_units == 32
     assert spec.embedding_initializer == "zeros"
+    assert (spec.epochs, spec.batch_size, spec.learning_rate) == (30, 64, 0.01)
+    assert (spec.embedding_l2, spec.learning_rate_schedule) == (0.008, "cosine")
+    assert (spec.validation_fraction, spec.early_stopping_patience) == (0, 0)
 
 
 @pytest.mark.parametrize("preset", [None, ""])
 def test_unset_preset_is_default(preset) -> None:
-    assert config.resolve_training({"preset": preset}) == config.TrainSpec()
+    assert config.resolve_training({"preset": preset}) == config.resolve_training({})
 
 
 def test_notebook_preset_is_the_notebook() -> None:
@@ -111,21 +109,16 @@ def test_notebook_preset_is_the_notebook() -> None:
     assert spec.validation_fraction == 0
     assert spec.embedding_dim == 5
     assert spec.hidden_units == 32
+    assert (spec.embedding_l2, spec.learning_rate_schedule) == (0, "constant")
+    assert spec.early_stopping_patience == 0
+    assert spec == config.TrainSpec()  # the dataclass's own defaults are the notebook's
 
 
-def test_zero_fields_mean_the_presets_values() -> None:
-    zeros = {
-        "embedding_dim": 0,
-        "hidden_units": 0,
-        "epochs": 0,
-        "batch_size": 0,
-        "learning_rate": 0.0,
-        "validation_fraction": 0.0,
-    }
-    assert config.resolve_training({"preset": "notebook", **zeros}) == config.resolve_training(
-        {"preset": "notebook"}
-    )
-    assert config.resolve_training(zeros) == config.TrainSpec()
+def test_given_fields_override_even_with_zero() -> None:
+    # The servicer passes only the fields a request set; a set 0 must win over the preset.
+    spec = config.resolve_training({"embedding_l2": 0.0, "learning_rate_schedule": "constant"})
+    assert (spec.embedding_l2, spec.learning_rate_schedule) == (0.0, "constant")
+    assert spec.embedding_initializer == "zeros"  # the rest stays the default preset's
 
 
 def test_explicit_fields_override_the_preset() -> None:

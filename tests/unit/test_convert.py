@@ -151,7 +151,6 @@ def test_train_request_large_seed() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        (None, pb.PRESET_UNSPECIFIED),
         ("default", pb.PRESET_DEFAULT),
         ("notebook", pb.PRESET_NOTEBOOK),
     ],
@@ -159,6 +158,21 @@ def test_train_request_large_seed() -> None:
 def test_presets(name, value) -> None:
     assert convert.preset(name) == value
     assert _train_request(1, preset=name).training.preset == value
+
+
+def test_unset_training_fields_stay_unset() -> None:
+    request = _train_request(1, embedding_l2=0.0, validation_fraction=None)
+    assert request.training.preset == pb.PRESET_UNSPECIFIED
+    assert request.training.HasField("embedding_l2")  # 0 was given: it overrides the preset
+    assert not request.training.HasField("validation_fraction")
+    assert not request.training.HasField("early_stopping_patience")
+
+
+def test_learning_rate_schedules() -> None:
+    request = _train_request(1, learning_rate_schedule="cosine")
+    assert request.training.learning_rate_schedule == pb.LEARNING_RATE_SCHEDULE_COSINE
+    with pytest.raises(ValueError, match="learning_rate_schedule"):
+        _train_request(1, learning_rate_schedule="linear")
 
 
 @pytest.mark.parametrize("name", ["fast", "", "Notebook", "PRESET_NOTEBOOK"])
@@ -176,11 +190,11 @@ def test_train_event_progress() -> None:
     assert convert.train_event(response) == TrainProgress(2, 5, 0.5, 0.6, 1.5)
 
 
-def test_train_event_progress_keeps_nan_val_loss() -> None:
+def test_train_event_progress_nan_val_loss_is_none() -> None:
     response = pb.TrainResponse(progress=pb.TrainProgress(epoch=1, epochs=1, val_loss=math.nan))
     event = convert.train_event(pb.TrainResponse.FromString(response.SerializeToString()))
     assert isinstance(event, TrainProgress)
-    assert math.isnan(event.val_loss)
+    assert event.val_loss is None
 
 
 def test_train_event_model() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from movie_embeddings_server import data, inference, training
+from movie_embeddings_server import config, data, inference, training
 from movie_embeddings_server.config import TrainSpec
 from movie_embeddings_server.store import KERAS_MODEL, Store, new_metadata
 
@@ -58,40 +58,40 @@ def trained_run(tiny_data: data.Dataset) -> tuple[training.Trained, list[trainin
 
 
 @pytest.fixture(scope="module")
-def default_model() -> Any:
-    return training.build_model(MOVIES, TrainSpec())
+def notebook_model() -> Any:
+    return training.build_model(MOVIES, config.resolve_training({"preset": "notebook"}))
 
 
 # --- architecture -------------------------------------------------------------------------
 
 
-def test_embedding_layer_has_400_params_and_no_bias(default_model: Any) -> None:
-    layer = default_model.get_layer("embedding")
+def test_embedding_layer_has_400_params_and_no_bias(notebook_model: Any) -> None:
+    layer = notebook_model.get_layer("embedding")
     assert layer.use_bias is False
     assert layer.count_params() == 400
     (kernel,) = layer.get_weights()
     assert kernel.shape == (MOVIES, 5)
 
 
-def test_inputs_are_ratings_then_features(default_model: Any) -> None:
-    assert [tuple(x.shape) for x in default_model.inputs] == [(None, MOVIES), (None, 2)]
-    assert [x[0] for x in default_model.get_config()["input_layers"]] == ["ratings", "features"]
-    assert tuple(default_model.output.shape) == (None, MOVIES)
+def test_inputs_are_ratings_then_features(notebook_model: Any) -> None:
+    assert [tuple(x.shape) for x in notebook_model.inputs] == [(None, MOVIES), (None, 2)]
+    assert [x[0] for x in notebook_model.get_config()["input_layers"]] == ["ratings", "features"]
+    assert tuple(notebook_model.output.shape) == (None, MOVIES)
 
 
-def test_layers_are_connected_as_in_the_notebook(default_model: Any) -> None:
-    assert _inbound(default_model, "embedding") == ["ratings"]
+def test_layers_are_connected_as_in_the_notebook(notebook_model: Any) -> None:
+    assert _inbound(notebook_model, "embedding") == ["ratings"]
     # concatenate([B, embedding]): the features come first.
-    assert _inbound(default_model, "merge") == ["features", "embedding"]
-    assert _inbound(default_model, "hidden") == ["merge"]
-    assert _inbound(default_model, "output") == ["hidden"]
-    outputs = default_model.get_config()["output_layers"]
+    assert _inbound(notebook_model, "merge") == ["features", "embedding"]
+    assert _inbound(notebook_model, "hidden") == ["merge"]
+    assert _inbound(notebook_model, "output") == ["hidden"]
+    outputs = notebook_model.get_config()["output_layers"]
     assert outputs in (["output", 0, 0], [["output", 0, 0]])
 
 
-def test_dense_layers_sizes_and_activations(default_model: Any) -> None:
-    hidden = default_model.get_layer("hidden")
-    output = default_model.get_layer("output")
+def test_dense_layers_sizes_and_activations(notebook_model: Any) -> None:
+    hidden = notebook_model.get_layer("hidden")
+    output = notebook_model.get_layer("output")
     assert hidden.units == 32
     assert hidden.activation.__name__ == "relu"
     assert hidden.use_bias
@@ -99,13 +99,13 @@ def test_dense_layers_sizes_and_activations(default_model: Any) -> None:
     assert output.units == MOVIES
     assert output.activation.__name__ == "sigmoid"
     assert [w.shape for w in output.get_weights()] == [(32, MOVIES), (MOVIES,)]
-    assert default_model.count_params() == 400 + (7 * 32 + 32) + (32 * MOVIES + MOVIES)
+    assert notebook_model.count_params() == 400 + (7 * 32 + 32) + (32 * MOVIES + MOVIES)
 
 
-def test_compiled_with_adam_and_binary_crossentropy(default_model: Any) -> None:
-    assert type(default_model.optimizer).__name__ == "Adam"
-    assert float(default_model.optimizer.learning_rate) == pytest.approx(0.001)
-    assert default_model.loss == "binary_crossentropy"
+def test_compiled_with_adam_and_binary_crossentropy(notebook_model: Any) -> None:
+    assert type(notebook_model.optimizer).__name__ == "Adam"
+    assert float(notebook_model.optimizer.learning_rate) == pytest.approx(0.001)  # constant
+    assert notebook_model.loss == "binary_crossentropy"
 
 
 def test_sizes_follow_the_spec() -> None:
@@ -117,15 +117,14 @@ def test_sizes_follow_the_spec() -> None:
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
 
 
-def test_default_preset_starts_from_a_zero_embedding(default_model: Any) -> None:
-    layer = default_model.get_layer("embedding")
+def test_default_preset_starts_from_a_zero_embedding() -> None:
+    layer = training.build_model(MOVIES, config.resolve_training({})).get_layer("embedding")
     assert type(layer.kernel_initializer).__name__ == "Zeros"
     assert not np.any(layer.get_weights()[0])
 
 
-def test_notebook_preset_uses_glorot_uniform() -> None:
-    model = training.build_model(MOVIES, TrainSpec(embedding_initializer="glorot_uniform"))
-    layer = model.get_layer("embedding")
+def test_notebook_preset_uses_glorot_uniform(notebook_model: Any) -> None:
+    layer = notebook_model.get_layer("embedding")
     assert type(layer.kernel_initializer).__name__ == "GlorotUniform"
     kernel = layer.get_weights()[0]
     limit = math.sqrt(6 / (MOVIES + 5))
@@ -133,8 +132,8 @@ def test_notebook_preset_uses_glorot_uniform() -> None:
     assert np.abs(kernel).max() > limit / 2  # glorot noise, not zeros
 
 
-def test_export_weights_names_and_shapes(default_model: Any) -> None:
-    weights = training.export_weights(default_model)
+def test_export_weights_names_and_shapes(notebook_model: Any) -> None:
+    weights = training.export_weights(notebook_model)
     assert tuple(weights) == inference.WEIGHT_NAMES
     assert {k: v.shape for k, v in weights.items()} == {
         "embedding": (MOVIES, 5),
@@ -156,13 +155,13 @@ def test_on_epoch_is_called_once_per_epoch_in_order(trained_run: Any) -> None:
     assert all(math.isfinite(e.val_loss) for e in seen)  # validation_fraction > 0
     elapsed = [e.elapsed_seconds for e in seen]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
-    assert [e.loss for e in seen] == pytest.approx(trained.history["loss"])
+    assert seen == trained.history
 
 
 def test_training_lowers_the_loss(trained_run: Any) -> None:
     trained, _ = trained_run
-    assert len(trained.history["loss"]) == EPOCHS
-    assert trained.history["loss"][-1] < trained.history["loss"][0]
+    assert len(trained.history) == EPOCHS
+    assert trained.history[-1].loss < trained.history[0].loss
 
 
 def test_val_loss_is_nan_without_a_validation_split(tiny_data: data.Dataset) -> None:

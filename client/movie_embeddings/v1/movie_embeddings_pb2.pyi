@@ -50,6 +50,30 @@ PRESET_NOTEBOOK: Preset.ValueType  # 2
 """
 Global___Preset: _TypeAlias = Preset  # noqa: Y015
 
+class _LearningRateSchedule:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LearningRateScheduleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LearningRateSchedule.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEARNING_RATE_SCHEDULE_UNSPECIFIED: _LearningRateSchedule.ValueType  # 0
+    """Not set: the preset's."""
+    LEARNING_RATE_SCHEDULE_CONSTANT: _LearningRateSchedule.ValueType  # 1
+    """learning_rate throughout (the notebook)."""
+    LEARNING_RATE_SCHEDULE_COSINE: _LearningRateSchedule.ValueType  # 2
+    """From learning_rate down to 0 along a half cosine over all the steps."""
+
+class LearningRateSchedule(_LearningRateSchedule, metaclass=_LearningRateScheduleEnumTypeWrapper):
+    """How the learning rate changes over the training."""
+
+LEARNING_RATE_SCHEDULE_UNSPECIFIED: LearningRateSchedule.ValueType  # 0
+"""Not set: the preset's."""
+LEARNING_RATE_SCHEDULE_CONSTANT: LearningRateSchedule.ValueType  # 1
+"""learning_rate throughout (the notebook)."""
+LEARNING_RATE_SCHEDULE_COSINE: LearningRateSchedule.ValueType  # 2
+"""From learning_rate down to 0 along a half cosine over all the steps."""
+Global___LearningRateSchedule: _TypeAlias = LearningRateSchedule  # noqa: Y015
+
 class _ModelState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -170,7 +194,9 @@ Global___SyntheticData: _TypeAlias = SyntheticData  # noqa: Y015
 
 @_typing.final
 class TrainingConfig(_message.Message):
-    """How to train. Zero fields take the value of the preset; set fields override it."""
+    """How to train. Zero (or, for `optional` fields, unset) fields take the preset's
+    value; set fields override it. Defaults are given as DEFAULT / NOTEBOOK preset.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -181,6 +207,10 @@ class TrainingConfig(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
     VALIDATION_FRACTION_FIELD_NUMBER: _builtins.int
+    EMBEDDING_INITIALIZER_FIELD_NUMBER: _builtins.int
+    EMBEDDING_L2_FIELD_NUMBER: _builtins.int
+    EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_SCHEDULE_FIELD_NUMBER: _builtins.int
     preset: Global___Preset.ValueType
     """Base settings. Unset = PRESET_DEFAULT."""
     embedding_dim: _builtins.int
@@ -188,14 +218,36 @@ class TrainingConfig(_message.Message):
     hidden_units: _builtins.int
     """Units of the hidden relu layer. 0 = 32. Bound: 1..4096."""
     epochs: _builtins.int
-    """Passes over the training data. 0 = the preset's (10). Bound: 1..1000."""
+    """Passes over the training data. 0 = the preset's (30 / 10). Bound: 1..1000."""
     batch_size: _builtins.int
-    """Watchers per gradient step. 0 = the preset's (32). Bound: 1..1000000."""
+    """Watchers per gradient step. 0 = the preset's (64 / 32). Bound: 1..1000000."""
     learning_rate: _builtins.float
-    """Adam's learning rate. 0 = the preset's (0.001). Bound: > 0 and <= 1."""
+    """Adam's (initial) learning rate. 0 = the preset's (0.01 / 0.001).
+    Bound: > 0 and <= 1.
+    """
     validation_fraction: _builtins.float
-    """Share of the watchers held out to compute val_loss each epoch. 0 = none.
-    Bound: 0 <= validation_fraction < 1.
+    """Share of the watchers held out (the last rows) to compute val_loss each
+    epoch. Unset = the preset's (0 / 0). Bound: 0 <= validation_fraction < 1, and
+    it must leave at least one watcher on each side.
+    """
+    embedding_initializer: _builtins.str
+    """Keras initialiser of the embedding kernel: zeros, glorot_uniform,
+    glorot_normal, he_uniform, he_normal, lecun_uniform, lecun_normal,
+    orthogonal, random_normal, random_uniform or truncated_normal.
+    Empty = the preset's ("zeros" / "glorot_uniform").
+    """
+    embedding_l2: _builtins.float
+    """L2 penalty on the embedding kernel: embedding_l2 * sum(w^2) is added to the
+    loss. Unset = the preset's (0.008 / 0). Bound: 0..1.
+    """
+    early_stopping_patience: _builtins.int
+    """Epochs without a better val_loss before training stops and the best epoch's
+    weights are restored. 0 = never stop early. Needs validation_fraction > 0.
+    Unset = the preset's (0 / 0). Bound: 0..1000.
+    """
+    learning_rate_schedule: Global___LearningRateSchedule.ValueType
+    """How the learning rate changes over the training.
+    Unset = the preset's (LEARNING_RATE_SCHEDULE_COSINE / _CONSTANT).
     """
     def __init__(
         self,
@@ -206,13 +258,28 @@ class TrainingConfig(_message.Message):
         epochs: _builtins.int = ...,
         batch_size: _builtins.int = ...,
         learning_rate: _builtins.float = ...,
-        validation_fraction: _builtins.float = ...,
+        validation_fraction: _builtins.float | None = ...,
+        embedding_initializer: _builtins.str = ...,
+        embedding_l2: _builtins.float | None = ...,
+        early_stopping_patience: _builtins.int | None = ...,
+        learning_rate_schedule: Global___LearningRateSchedule.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience", "_embedding_l2", b"_embedding_l2", "_validation_fraction", b"_validation_fraction", "early_stopping_patience", b"early_stopping_patience", "embedding_l2", b"embedding_l2", "validation_fraction", b"validation_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "embedding_dim", b"embedding_dim", "epochs", b"epochs", "hidden_units", b"hidden_units", "learning_rate", b"learning_rate", "preset", b"preset", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience", "_embedding_l2", b"_embedding_l2", "_validation_fraction", b"_validation_fraction", "batch_size", b"batch_size", "early_stopping_patience", b"early_stopping_patience", "embedding_dim", b"embedding_dim", "embedding_initializer", b"embedding_initializer", "embedding_l2", b"embedding_l2", "epochs", b"epochs", "hidden_units", b"hidden_units", "learning_rate", b"learning_rate", "learning_rate_schedule", b"learning_rate_schedule", "preset", b"preset", "validation_fraction", b"validation_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__early_stopping_patience: _TypeAlias = _typing.Literal["early_stopping_patience"]  # noqa: Y015
+    _WhichOneofArgType__early_stopping_patience: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience"]  # noqa: Y015
+    _WhichOneofReturnType__embedding_l2: _TypeAlias = _typing.Literal["embedding_l2"]  # noqa: Y015
+    _WhichOneofArgType__embedding_l2: _TypeAlias = _typing.Literal["_embedding_l2", b"_embedding_l2"]  # noqa: Y015
+    _WhichOneofReturnType__validation_fraction: _TypeAlias = _typing.Literal["validation_fraction"]  # noqa: Y015
+    _WhichOneofArgType__validation_fraction: _TypeAlias = _typing.Literal["_validation_fraction", b"_validation_fraction"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__early_stopping_patience) -> _WhichOneofReturnType__early_stopping_patience | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__embedding_l2) -> _WhichOneofReturnType__embedding_l2 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__validation_fraction) -> _WhichOneofReturnType__validation_fraction | None: ...
 
 Global___TrainingConfig: _TypeAlias = TrainingConfig  # noqa: Y015
 
@@ -328,6 +395,7 @@ class ModelInfo(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     AGE_MEAN_FIELD_NUMBER: _builtins.int
     AGE_STD_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     num_movies: _builtins.int
     """Number of movies in its catalogue: valid movie ids are 0..num_movies-1."""
     embedding_dim: _builtins.int
@@ -356,10 +424,24 @@ class ModelInfo(_message.Message):
 
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Figures measured at the end of training, by name: "loss" (final training
-        loss), "val_loss" (final validation loss, when a split was held out),
-        "train_seconds" (wall time of the fit, seconds).
+        """Figures measured at the end of training, by name:
+        "loss": training loss of the last epoch (nats per movie);
+        "val_loss": validation loss of the kept epoch (only with a validation split);
+        "neighbour_purity": share of each movie's num_movies/num_types - 1
+          cosine-nearest movies in its group m % num_types, averaged over movies (0..1);
+        "heldout_cross_entropy": cross-entropy (nats per movie) of Reconstruct on
+          2,000 fresh watchers of the same generator (another seed stream) against
+          their true like-probabilities;
+        "bayes_cross_entropy": the least that cross-entropy can be, the mean entropy
+          of those probabilities (H(0.95) = 0.1985 nats);
+        "cross_entropy_ratio": heldout_cross_entropy / bayes_cross_entropy (>= 1);
+        "epochs_run": epochs actually run (fewer when stopped early);
+        "train_seconds": wall time of the fit; "evaluate_seconds": of these metrics.
         """
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainProgress]:
+        """Loss per epoch, in order (what Train streamed)."""
 
     def __init__(
         self,
@@ -374,10 +456,11 @@ class ModelInfo(_message.Message):
         state: Global___ModelState.ValueType = ...,
         age_mean: _builtins.float = ...,
         age_std: _builtins.float = ...,
+        history: _abc.Iterable[Global___TrainProgress] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "ref", b"ref", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_mean", b"age_mean", "age_std", b"age_std", "create_time", b"create_time", "embedding_dim", b"embedding_dim", "metrics", b"metrics", "num_movies", b"num_movies", "ref", b"ref", "state", b"state", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_mean", b"age_mean", "age_std", b"age_std", "create_time", b"create_time", "embedding_dim", b"embedding_dim", "history", b"history", "metrics", b"metrics", "num_movies", b"num_movies", "ref", b"ref", "state", b"state", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,58 @@
+"""How much a model learned: neighbour purity of its movie vectors, held-out cross-entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import search
+from .data import LIKE_INSIDE, generate, like_probability
+from .inference import ServedModel, Watchers
+
+HELDOUT_WATCHERS = 2000
+EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in binary cross-entropy too
+
+
+def neighbour_purity(matrix: np.ndarray, num_types: int) -> float:
+    """Share of each movie's num_movies/num_types - 1 cosine-nearest movies in its group."""
+    num_movies = len(matrix)
+    k = num_movies // num_types - 1
+    if k < 1:
+        return float("nan")
+    unit = search.unit_rows(matrix.astype(np.float64))
+    similarity = unit @ unit.T
+    groups = np.arange(num_movies) % num_types
+    shares = [
+        np.mean(groups[search.top_k(similarity[m], k, np.array([m]))] == groups[m])
+        for m in range(num_movies)
+    ]
+    return float(np.mean(shares))
+
+
+def cross_entropy(p_true: np.ndarray, q: np.ndarray) -> float:
+    """Mean binary cross-entropy (nats per movie) of predictions q against true probabilities."""
+    q = np.clip(q.astype(np.float64), EPSILON, 1 - EPSILON)
+    return float(np.mean(-(p_true * np.log(q) + (1 - p_true) * np.log1p(-q))))
+
+
+def binary_entropy(p: np.ndarray) -> float:
+    """Mean entropy (nats) of Bernoulli(p): the Bayes bound of cross_entropy against p."""
+    p = p.astype(np.float64)
+    return float(np.mean(-(p * np.log(p) + (1 - p) * np.log1p(-p))))
+
+
+BAYES_NOTEBOOK = binary_entropy(np.array([LIKE_INSIDE]))  # H(0.95) = 0.1985 nats
+
+
+def evaluate(model: ServedModel, num_types: int, seed: int) -> dict[str, float]:
+    """Purity, and Reconstruct's cross-entropy on fresh watchers (another seed stream)."""
+    fresh = generate(HELDOUT_WATCHERS, model.num_movies, num_types, [seed, 1])
+    watchers = Watchers(fresh.ratings.astype(np.float32), fresh.age_years, fresh.education)
+    p_true = like_probability(fresh.types, model.num_movies, num_types)
+    heldout = cross_entropy(p_true, model.forward(watchers))
+    bayes = binary_entropy(p_true)
+    return {
+        "neighbour_purity": neighbour_purity(model.embedding, num_types),
+        "heldout_cross_entropy": heldout,
+        "bayes_cross_entropy": bayes,
+        "cross_entropy_ratio": heldout / bayes,
+    }
