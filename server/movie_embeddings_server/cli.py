@@ -206,6 +206,29 @@ def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
             print(f"{r.movie_id:>8}  {r.probability:.4f}")
 
 
+def cmd_plot(client: me.Client, args: argparse.Namespace) -> None:
+    try:
+        from . import plot
+    except ImportError as exc:
+        raise SystemExit(
+            f"plot needs matplotlib: pip install 'movie-embeddings[plot]' ({exc})"
+        ) from exc
+    info = client.get_model(_model_arg(args))
+    ids, matrix = client.movie_vectors(model=info.ref)
+    purity = info.metrics.get("neighbour_purity", float("nan"))
+    plot.draw(
+        Path(args.output),
+        f"{info.name} v{info.version}: {info.training.preset} preset, "
+        f"neighbour purity {purity:.2f}",
+        ids,
+        matrix,
+        info.synthetic.num_types,
+        [p.loss for p in info.history],
+        [p.val_loss for p in info.history],
+    )
+    print(f"wrote {args.output}")
+
+
 def cmd_models(client: me.Client, args: argparse.Namespace) -> None:
     models = client.list_models(args.name)
     if args.json:
@@ -391,6 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="recommendations to print; 0 = none (default: %(default)s)",
     )
 
+    plot_cmd = with_model(
+        sub.add_parser(
+            "plot",
+            parents=[common],
+            help="draw a model's movie vectors and loss curves to a PNG",
+            description="Draw, in one figure, the movie vectors projected to 2-D (PCA), each "
+            "labelled with its id and coloured by its group (id %% num_types), and the loss "
+            "and val_loss per epoch. Needs matplotlib: pip install 'movie-embeddings[plot]'.",
+        )
+    )
+    plot_cmd.add_argument("--output", required=True, help="PNG file to write")
+
     models = sub.add_parser(
         "models",
         parents=[common],
@@ -407,6 +442,7 @@ CLIENT_COMMANDS = {
     "nearest": cmd_nearest,
     "reconstruct": cmd_reconstruct,
     "models": cmd_models,
+    "plot": cmd_plot,
 }
 
 

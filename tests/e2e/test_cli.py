@@ -63,6 +63,7 @@ OPTIONS = {
         "--top-k",
     ],
     "models": [*COMMON, "--name"],
+    "plot": [*WITH_MODEL, "--output"],
 }
 
 
@@ -384,3 +385,19 @@ def test_documented_options_are_all_the_parser_has() -> None:
                 [o for o in action.option_strings if o.startswith("--")] or [action.metavar]
             )
         assert declared == set(OPTIONS[name]), name
+
+
+def test_plot_writes_a_png_of_the_vectors_and_the_loss_curves(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    import matplotlib.image
+
+    out = tmp_path / "default.png"
+    result = call(server, "plot", "--output", str(out))
+    assert result.stdout.strip() == f"wrote {out}"
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(out)
+    height, width = image.shape[:2]
+    assert (width, height) == (1300, 600)  # 13 x 6 inches at 100 dpi: both panels
+    assert image.std() > 0.05  # drawn on, not a blank canvas

@@ -332,3 +332,29 @@ def test_errors_raise_the_sdk_exception(
     # The server keeps serving.
     assert client.movie_vector(0).shape == (5,)
     assert [m.name for m in client.list_models("huge")] == []
+
+
+def test_the_default_preset_learns_meaningful_vectors(client: me.Client) -> None:
+    """The server's own default model (defaults, seed 42): a quality regression fails here."""
+    info = client.get_model(me.ModelRef("default", 1))
+    assert (info.training.preset, info.synthetic.seed) == ("default", 42)
+    m = info.metrics
+    assert m["neighbour_purity"] >= 0.9
+    assert m["bayes_cross_entropy"] == pytest.approx(0.19851524, abs=1e-6)
+    assert m["cross_entropy_ratio"] == pytest.approx(
+        m["heldout_cross_entropy"] / m["bayes_cross_entropy"]
+    )
+    assert 1.0 < m["cross_entropy_ratio"] <= 1.15
+    assert m["epochs_run"] == 30 == len(info.history)
+    assert [p.epoch for p in info.history] == list(range(1, 31))
+    assert m["loss"] == info.history[-1].loss
+    # The purity the server reports is the one its served vectors have.
+    _, matrix = client.movie_vectors(model=info.ref)
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :7]
+    groups = np.arange(80) % 10
+    assert m["neighbour_purity"] == pytest.approx(
+        np.mean(groups[nearest] == groups[:, None]), abs=0.02
+    )
