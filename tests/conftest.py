@@ -3,97 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import movie_embeddings as me
 from movie_embeddings_server import config
 from movie_embeddings_server.app import Running, ServerConfig, create_server
+from movie_embeddings_server.process import CLI, ServerProcess, start_server
 
-# The console script installed beside this interpreter: what a user runs.
-CLI = [shutil.which("movie-embeddings", path=os.path.dirname(sys.executable)) or "movie-embeddings"]
-START_TIMEOUT = 120.0  # seconds: TensorFlow's import plus the default model's training
-
-
-@dataclass
-class ServerProcess:
-    """A `movie-embeddings serve` subprocess, its address, data dir and log file."""
-
-    process: subprocess.Popen
-    target: str
-    data_dir: Path
-    log: Path
-    start_seconds: float
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM and the exit code; a process that will not stop is killed, and that raises."""
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-            raise
-
-
-def wait_serving(target: str, timeout: float) -> None:
-    """Block until the health service reports SERVING (bounded)."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"{target} not SERVING after {timeout} s")
-
-
-def start_server(data_dir: Path, log: Path, *extra: str) -> ServerProcess:
-    """Start `serve --port 0` and wait until it is SERVING; the port is read from its log."""
-    started = time.monotonic()
-    offset = log.stat().st_size if log.exists() else 0  # only this process's lines count
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [*CLI, "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    deadline = started + START_TIMEOUT
-    try:
-        port = None
-        while port is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-            text = log.read_bytes()[offset:].decode(errors="replace")
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
-            port = int(found.group(1)) if found else None
-            time.sleep(0.05)
-        target = f"127.0.0.1:{port}"
-        wait_serving(target, deadline - time.monotonic())
-    except BaseException:
-        process.kill()
-        process.wait(timeout=30)
-        raise
-    return ServerProcess(process, target, data_dir, log, time.monotonic() - started)
+__all__ = ["CLI", "ServerProcess", "start_server"]  # used by tests/e2e
 
 
 @pytest.fixture(scope="session")
