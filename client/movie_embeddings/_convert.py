@@ -17,6 +17,7 @@ from .types import (
     Neighbor,
     Recommendation,
     Reconstruction,
+    ReconstructionBatch,
     SyntheticData,
     TrainingConfig,
     TrainProgress,
@@ -171,6 +172,37 @@ def watcher(w: Watcher) -> pb.Watcher:
     if w.ratings is not None:
         message.ratings[:] = vector(np.asarray(w.ratings)).tolist()
     return message
+
+
+def batch_request(
+    model: ModelArg,
+    ratings: npt.ArrayLike,
+    age_years: npt.ArrayLike,
+    education: npt.ArrayLike,
+    top_k: int,
+) -> pb.ReconstructRequest:
+    """The dense form: ratings travel as one little-endian float32 byte string."""
+    matrix = np.ascontiguousarray(ratings, dtype="<f4")
+    if matrix.ndim != 2:
+        raise ValueError(f"ratings must be a (watchers, movies) matrix, got shape {matrix.shape}")
+    return pb.ReconstructRequest(
+        model=model_ref(model),
+        top_k=top_k,
+        batch=pb.WatcherBatch(
+            ratings=matrix.tobytes(),
+            age_years=np.asarray(age_years, dtype=np.float32).tolist(),
+            education=np.asarray(education, dtype=np.int64).tolist(),
+        ),
+    )
+
+
+def reconstruction_batch(batch: pb.ReconstructionBatch, n: int, top_k: int) -> ReconstructionBatch:
+    probabilities = np.frombuffer(batch.probabilities, dtype="<f4")
+    ids = np.frombuffer(batch.recommended_movie_ids, dtype="<i4")
+    return ReconstructionBatch(
+        probabilities.astype(np.float32).reshape(n, -1) if n else probabilities.reshape(0, 0),
+        ids.astype(np.int32).reshape(n, top_k),
+    )
 
 
 def reconstruction(r: pb.Reconstruction) -> Reconstruction:

@@ -10,7 +10,14 @@ import numpy as np
 
 from . import _convert as convert
 from .errors import from_rpc_error
-from .types import ModelInfo, Neighbor, Reconstruction, TrainProgress, Watcher
+from .types import (
+    ModelInfo,
+    Neighbor,
+    Reconstruction,
+    ReconstructionBatch,
+    TrainProgress,
+    Watcher,
+)
 from .v1 import movie_embeddings_pb2 as pb
 from .v1 import movie_embeddings_pb2_grpc as pb_grpc
 
@@ -177,6 +184,24 @@ class Client:
         )
         response = self._call("Reconstruct", request, timeout)
         return [convert.reconstruction(r) for r in response.reconstructions]
+
+    def reconstruct_batch(
+        self,
+        ratings: np.ndarray,
+        *,
+        age_years: Sequence[float] | np.ndarray,
+        education: Sequence[int] | np.ndarray,
+        top_k: int = 0,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> ReconstructionBatch:
+        """The model's output for many watchers, as arrays in and out (the fastest form).
+
+        `ratings` is (watchers, movies) in [0, 1]; one age and education per watcher.
+        """
+        request = convert.batch_request(model, ratings, age_years, education, top_k)
+        response = self._call("Reconstruct", request, timeout)
+        return convert.reconstruction_batch(response.batch, len(request.batch.age_years), top_k)
 
     def list_models(self, name: str | None = None, *, timeout: Any = _UNSET) -> list[ModelInfo]:
         """Every stored version (of one model when `name` is given)."""

@@ -107,6 +107,25 @@ class Reconstruction:
 
 
 @dataclass(frozen=True, eq=False)
+class ReconstructionBatch:
+    """The model's output for many watchers as arrays (from Client.reconstruct_batch)."""
+
+    probabilities: np.ndarray  # (watchers, movies) float32
+    recommended_movie_ids: np.ndarray  # (watchers, top_k) int32; -1 pads short rows
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    def __getitem__(self, i: int) -> Reconstruction:
+        """Watcher i's output in the form Client.reconstruct gives it."""
+        row = self.probabilities[i]
+        ids = self.recommended_movie_ids[i]
+        return Reconstruction(
+            row, tuple(Recommendation(int(m), float(row[m])) for m in ids[ids >= 0])
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class Watcher:
     """A watcher to reconstruct: ratings (one per movie, in [0, 1]) or the ids it liked."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 LIKE_INSIDE = 0.95  # like probability for movies whose group is within 2 of the watcher's type
 LIKE_OUTSIDE = 0.05
 MIN_AGE = 15
-_CHUNK_ROWS = 65_536  # bounds the float32 draws held at once (80 movies -> 20 MiB)
+_CHUNK_CELLS = 4_000_000  # bounds the float32 draws held at once (16 MiB), whatever the shape
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,28 @@ def generate(
     rng = np.random.default_rng(seed)
     types = rng.integers(0, num_types, size=num_watchers).astype(np.int32)
     ratings = np.empty((num_watchers, num_movies), dtype=np.uint8)
-    for start in range(0, num_watchers, _CHUNK_ROWS):
-        rows = types[start : start + _CHUNK_ROWS]
-        draws = rng.random((len(rows), num_movies), dtype=np.float32)
-        ratings[start : start + len(rows)] = like_probability(rows, num_movies, num_types) > draws
+    # One row of like-probabilities per type, gathered per watcher: no per-cell arithmetic
+    # (unless types x movies is itself huge; then each chunk computes its own).
+    small = num_types * num_movies <= _CHUNK_CELLS
+    table = like_probability(np.arange(num_types), num_movies, num_types) if small else None
+    chunk = max(1, _CHUNK_CELLS // max(num_movies, 1))
+    starts = range(0, num_watchers, chunk)
+    # Each chunk draws from its own child generator, so chunks can fill in parallel (numpy
+    # releases the GIL while it draws and compares) and the result depends on the seed only.
+    children = np.random.SeedSequence(seed).spawn(len(starts))
+
+    def fill(i: int) -> None:
+        rows = types[starts[i] : starts[i] + chunk]
+        draws = np.random.default_rng(children[i]).random((len(rows), num_movies), np.float32)
+        out = ratings[starts[i] : starts[i] + len(rows)]
+        probs = like_probability(rows, num_movies, num_types) if table is None else table[rows]
+        np.less(draws, probs, out=out, casting="unsafe")
+
+    if len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(fill, range(len(starts))))
+    elif starts:
+        fill(0)
     # int() in the notebook truncates toward zero; astype does the same.
     age = rng.normal(20.0 + 5.0 * types, 10.0).astype(np.int64)
     age_years = np.maximum(age, MIN_AGE).astype(np.int32)

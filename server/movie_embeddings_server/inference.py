@@ -24,13 +24,8 @@ class Watchers:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Split by sign so exp never overflows; matches Keras's sigmoid to float32 precision.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
+    # Clipped so exp never overflows float32; sigmoid(-80) is 2e-35, 0 to Keras's precision.
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
 
 
 class ServedModel:
@@ -50,6 +45,9 @@ class ServedModel:
         self.output_bias = weights["output_bias"].astype(np.float32)
         self.age_mean = float(meta["age_mean"])
         self.age_std = float(meta["age_std"])
+        # The embedding and the hidden layer are both linear before the relu, so one
+        # (movies x hidden) matrix takes ratings straight to the hidden layer's input.
+        self.ratings_to_hidden = self.embedding @ self.hidden_kernel[2:]
 
     @property
     def num_movies(self) -> int:
@@ -70,6 +68,11 @@ class ServedModel:
                 f"{field}: movie {int(ids.max())} is not in model {self.name} v{self.version} "
                 f"(movie ids are 0..{self.num_movies - 1})"
             )
+
+    def check_movie_id(self, field: str, movie_id: int) -> None:
+        """check_movie_ids for one id, without building an array (the hot path)."""
+        if not 0 <= movie_id < self.num_movies:
+            self.check_movie_ids(field, np.array([movie_id]))
 
     def vectors(self, ids: np.ndarray, field: str = "movie_ids") -> np.ndarray:
         """Rows `ids` of the embedding kernel (all rows when `ids` is empty)."""
@@ -94,7 +97,7 @@ class ServedModel:
         if (movie_id is None) == (vector is None):
             raise InvalidArgument("query", "set exactly one of movie_id or vector")
         if movie_id is not None:
-            self.check_movie_ids("movie_id", np.array([movie_id]))
+            self.check_movie_id("movie_id", movie_id)
             query = self.embedding[movie_id]
             exclude = np.append(exclude, movie_id)
         else:
@@ -118,11 +121,10 @@ class ServedModel:
     def forward(self, watchers: Watchers) -> np.ndarray:
         """The Keras model's output, (n, movies) float32: the same layers in numpy."""
         age = (watchers.age_years.astype(np.float32) - self.age_mean) / self.age_std
-        features = np.column_stack([age, watchers.education.astype(np.float32)])
-        embedded = watchers.ratings @ self.embedding
-        merged = np.concatenate([features, embedded], axis=1, dtype=np.float32)
-        hidden = np.maximum(merged @ self.hidden_kernel + self.hidden_bias, 0.0)
-        return _sigmoid(hidden @ self.output_kernel + self.output_bias)
+        hidden = watchers.ratings @ self.ratings_to_hidden + self.hidden_bias
+        hidden += np.outer(age, self.hidden_kernel[0])
+        hidden += np.outer(watchers.education.astype(np.float32), self.hidden_kernel[1])
+        return _sigmoid(np.maximum(hidden, 0.0) @ self.output_kernel + self.output_bias)
 
     def make_watchers(
         self,
@@ -156,31 +158,52 @@ class ServedModel:
         return watchers
 
     @staticmethod
-    def _check_watchers(watchers: Watchers) -> None:
-        ratings = watchers.ratings
-        if not np.isfinite(ratings).all() or ratings.min() < 0 or ratings.max() > 1:
-            row = int(np.flatnonzero(~((ratings >= 0) & (ratings <= 1)).all(axis=1))[0])
-            raise InvalidArgument(f"watchers[{row}].ratings", "must be finite and in [0, 1]")
+    def _check_watchers(watchers: Watchers, where: str = "watchers[{row}].{field}") -> None:
+        """Bounds of every watcher's values; `where` names a field of the request."""
+        in_range = (watchers.ratings >= 0) & (watchers.ratings <= 1)  # False for NaN too
+        if not in_range.all():
+            row = int(np.flatnonzero(~in_range.all(axis=1))[0])
+            field = where.format(row=row, field="ratings")
+            raise InvalidArgument(field, "must be finite and in [0, 1]")
         ages = watchers.age_years
-        bad = np.flatnonzero(~(np.isfinite(ages) & (ages >= 0) & (ages <= MAX_AGE_YEARS)))
+        bad = np.flatnonzero(~((ages >= 0) & (ages <= MAX_AGE_YEARS)))
         if bad.size:
             raise InvalidArgument(
-                f"watchers[{bad[0]}].age_years",
+                where.format(row=bad[0], field="age_years"),
                 f"must be finite and in [0, {MAX_AGE_YEARS:g}], got {ages[bad[0]]:g}",
             )
         bad = np.flatnonzero(watchers.education < 0)
         if bad.size:
             raise InvalidArgument(
-                f"watchers[{bad[0]}].education", f"must be >= 0, got {watchers.education[bad[0]]}"
+                where.format(row=bad[0], field="education"),
+                f"must be >= 0, got {watchers.education[bad[0]]}",
             )
+
+    def dense_watchers(
+        self, ratings: np.ndarray, age_years: np.ndarray, education: np.ndarray
+    ) -> Watchers:
+        """Watchers from flat row-major ratings and per-watcher arrays, bounds checked."""
+        n = len(age_years)
+        if n == 0:
+            raise InvalidArgument("batch.age_years", "must hold one age per watcher (>= 1)")
+        if len(education) != n:
+            raise InvalidArgument(
+                "batch.education", f"must have {n} values (one per watcher), got {len(education)}"
+            )
+        if ratings.size != n * self.num_movies:
+            raise InvalidArgument(
+                "batch.ratings",
+                f"must hold {n} x {self.num_movies} float32 values, got {ratings.size}",
+            )
+        watchers = Watchers(ratings.reshape(n, self.num_movies), age_years, education)
+        self._check_watchers(watchers, "batch.{field}[{row}]")
+        return watchers
 
     def reconstruct(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities per watcher, and its top_k likeliest movies not liked (rating < 0.5)."""
         if top_k < 0:
             raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
         probabilities = self.forward(watchers)
-        recommendations = []
-        if top_k:
-            for row, liked in zip(probabilities, watchers.ratings >= 0.5, strict=True):
-                recommendations.append(search.top_k(row, top_k, np.flatnonzero(liked)))
-        return probabilities, recommendations
+        if not top_k:
+            return probabilities, []
+        return probabilities, search.top_k_rows(probabilities, top_k, watchers.ratings >= 0.5)

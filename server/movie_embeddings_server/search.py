@@ -29,18 +29,41 @@ def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str)
     return -np.linalg.norm(matrix - query, axis=1)
 
 
+SMALL = 4096  # up to this many rows a full stable sort is cheaper than anything clever
+_SAMPLE = 1024  # scores sampled to guess a threshold that keeps a few times k candidates
+
+
 def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray) -> np.ndarray:
-    """Indices of the k best rows not in `excluded`, best first, ties by lower index."""
-    candidates = np.setdiff1d(np.arange(len(row_scores)), excluded, assume_unique=False)
-    k = min(k, len(candidates))
-    cand_scores = row_scores[candidates]
-    if k < len(candidates):
-        # Partition finds the k-th best score in linear time; ties at that score go to the
-        # lowest indices, which argpartition alone would pick arbitrarily.
-        kth = -np.partition(-cand_scores, k - 1)[k - 1]
-        better = np.flatnonzero(cand_scores > kth)
-        tied = np.flatnonzero(cand_scores == kth)[: k - len(better)]
-        keep = np.concatenate([better, tied])
-        candidates, cand_scores = candidates[keep], cand_scores[keep]
-    order = np.lexsort((candidates, -cand_scores))
-    return candidates[order][:k]
+    """Indices of the k best rows not in `excluded`, best first, ties by lower index.
+
+    Exact. Large arrays avoid sorting or partitioning everything: a threshold read off a
+    strided sample keeps a few times k candidates (all scores >= it, so every tie at the
+    k-th score too), and only those are sorted; if too few pass, all are ranked.
+    """
+    scores = row_scores.astype(np.float64)  # a copy; excluded rows become -inf in it
+    scores[excluded] = -np.inf
+    n = len(scores)
+    if n > SMALL and k < n // 64:
+        sample = scores[:: n // _SAMPLE]
+        rank = min(len(sample) - 1, max(4 * k, 64) * len(sample) // n)
+        threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
+        candidates = np.flatnonzero(scores >= threshold)
+        if threshold > -np.inf and len(candidates) >= k:
+            order = np.lexsort((candidates, -scores[candidates]))[:k]
+            return candidates[order]
+    available = n - np.count_nonzero(scores == -np.inf)
+    return np.argsort(-scores, kind="stable")[: min(k, available)]
+
+
+def top_k_rows(scores: np.ndarray, k: int, excluded: np.ndarray) -> list[np.ndarray]:
+    """top_k of every row of `scores`, `excluded` a boolean mask of the same shape."""
+    if scores.shape[1] > SMALL:
+        return [
+            top_k(row, k, np.flatnonzero(mask)) for row, mask in zip(scores, excluded, strict=True)
+        ]
+    masked = np.where(excluded, -np.inf, scores.astype(np.float64))
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    available = scores.shape[1] - excluded.sum(axis=1)
+    return [
+        row[:count] for row, count in zip(order, np.minimum(available, k).tolist(), strict=True)
+    ]

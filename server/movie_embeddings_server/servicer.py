@@ -222,6 +222,8 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self, request: pb.ReconstructRequest, context: grpc.ServicerContext
     ) -> pb.ReconstructResponse:
         served = self._model(request.model)
+        if request.HasField("batch"):
+            return self._reconstruct_batch(served, request)
         ws = request.watchers
         watchers = served.make_watchers(
             [list(w.ratings) for w in ws],
@@ -230,19 +232,47 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             [w.education for w in ws],
         )
         probabilities, recommended = served.reconstruct(watchers, request.top_k)
-        out = []
-        for i, row in enumerate(probabilities):
-            ids = recommended[i] if recommended else np.empty(0, dtype=np.int64)
-            out.append(
+        rows = probabilities.tolist()  # Python floats fill protobuf fields fastest
+        return pb.ReconstructResponse(
+            reconstructions=[
                 pb.Reconstruction(
                     probabilities=row,
                     recommendations=[
-                        pb.Recommendation(movie_id=m, probability=p)
-                        for m, p in zip(ids.tolist(), row[ids].tolist(), strict=True)
+                        pb.Recommendation(movie_id=m, probability=row[m])
+                        for m in (recommended[i].tolist() if recommended else ())
                     ],
                 )
-            )
-        return pb.ReconstructResponse(reconstructions=out, model=_ref(served))
+                for i, row in enumerate(rows)
+            ],
+            model=_ref(served),
+        )
+
+    @staticmethod
+    def _reconstruct_batch(
+        served: ServedModel, request: pb.ReconstructRequest
+    ) -> pb.ReconstructResponse:
+        """The dense form: arrays in, arrays out, with no per-value protobuf work."""
+        if request.watchers:
+            raise errors.InvalidArgument("batch", "set watchers or batch, not both")
+        batch = request.batch
+        if len(batch.ratings) % 4:
+            raise errors.InvalidArgument("batch.ratings", "must be whole float32 values (4 bytes)")
+        watchers = served.dense_watchers(
+            np.frombuffer(batch.ratings, dtype="<f4"),
+            np.asarray(batch.age_years, dtype=np.float32),
+            np.asarray(batch.education, dtype=np.int64),
+        )
+        probabilities, recommended = served.reconstruct(watchers, request.top_k)
+        ids = np.full((len(probabilities), request.top_k), -1, dtype="<i4")
+        for row, chosen in zip(ids, recommended, strict=True) if recommended else ():
+            row[: len(chosen)] = chosen
+        return pb.ReconstructResponse(
+            batch=pb.ReconstructionBatch(
+                probabilities=probabilities.astype("<f4").tobytes(),
+                recommended_movie_ids=ids.tobytes(),
+            ),
+            model=_ref(served),
+        )
 
     @_handler
     def ListModels(

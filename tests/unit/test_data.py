@@ -105,7 +105,7 @@ def test_window_is_plain_abs_not_circular(big: data.Dataset) -> None:
 
 def test_like_rate_holds_past_the_first_chunk(big: data.Dataset) -> None:
     # The generator draws in chunks of rows; the tail after the first chunk must be drawn too.
-    start = data._CHUNK_ROWS
+    start = data._CHUNK_CELLS // MOVIES
     assert start < WATCHERS
     tail_types = big.types[start:]
     tail = big.ratings[start:]

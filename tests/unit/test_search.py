@@ -140,3 +140,37 @@ def test_top_k_matches_brute_force_with_many_ties() -> None:
         excluded = rng.choice(n, int(rng.integers(0, n)), replace=False)
         got = search.top_k(s, k, excluded).tolist()
         assert got == _brute_top_k(s, k, excluded), (s.tolist(), k, excluded.tolist())
+
+
+def _brute_order(scores: np.ndarray, k: int, excluded: np.ndarray) -> np.ndarray:
+    order = np.lexsort((np.arange(len(scores)), -scores.astype(np.float64)))
+    return order[~np.isin(order, excluded)][:k]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_top_k_of_a_large_array_is_exact(seed: int, k: int) -> None:
+    # Past search.SMALL rows the sampled-threshold path runs; with rounded scores many tie.
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(size=50_000), 2).astype(np.float32)
+    excluded = rng.choice(50_000, 20, replace=False)
+    excluded = np.append(excluded, np.argmax(scores))  # the best one is excluded too
+    assert search.top_k(scores, k, excluded).tolist() == _brute_order(scores, k, excluded).tolist()
+
+
+def test_top_k_of_a_large_constant_array_falls_back_to_ranking_all() -> None:
+    scores = np.zeros(10_000)
+    assert search.top_k(scores, 5, np.array([0, 2])).tolist() == [1, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("movies", [80, search.SMALL + 100])
+def test_top_k_rows_equals_top_k_of_each_row(movies: int) -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random((12, movies)).astype(np.float32)
+    excluded = rng.random((12, movies)) < 0.5
+    excluded[0] = True  # nothing left to recommend
+    excluded[1] = np.arange(movies) >= 3  # fewer candidates than k: 0, 1, 2
+    rows = search.top_k_rows(scores, 10, excluded)
+    for row, mask, got in zip(scores, excluded, rows, strict=True):
+        assert got.tolist() == _brute_order(row, 10, np.flatnonzero(mask)).tolist()
+    assert len(rows[0]) == 0 and len(rows[1]) == 3

@@ -825,6 +825,77 @@ class Watcher(_message.Message):
 Global___Watcher: _TypeAlias = Watcher  # noqa: Y015
 
 @_typing.final
+class WatcherBatch(_message.Message):
+    """Many watchers as dense arrays: one bytes field is read with no per-value work,
+    as TensorFlow Serving's tensor_content, so large batches cost little to send and parse.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATINGS_FIELD_NUMBER: _builtins.int
+    AGE_YEARS_FIELD_NUMBER: _builtins.int
+    EDUCATION_FIELD_NUMBER: _builtins.int
+    ratings: _builtins.bytes
+    """Ratings of every watcher for every movie: num_watchers x num_movies float32
+    values, little-endian, row-major (watcher by watcher), each in [0, 1].
+    """
+    @_builtins.property
+    def age_years(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Age in years of each watcher, in order; its length is num_watchers (>= 1).
+        Each: 0..150.
+        """
+
+    @_builtins.property
+    def education(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Education level of each watcher, in order; num_watchers values, each >= 0."""
+
+    def __init__(
+        self,
+        *,
+        ratings: _builtins.bytes = ...,
+        age_years: _abc.Iterable[_builtins.float] | None = ...,
+        education: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "education", b"education", "ratings", b"ratings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatcherBatch: _TypeAlias = WatcherBatch  # noqa: Y015
+
+@_typing.final
+class ReconstructionBatch(_message.Message):
+    """The model's output on a WatcherBatch, as dense arrays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBABILITIES_FIELD_NUMBER: _builtins.int
+    RECOMMENDED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    probabilities: _builtins.bytes
+    """Probability that each watcher likes each movie: num_watchers x num_movies
+    float32 values, little-endian, row-major.
+    """
+    recommended_movie_ids: _builtins.bytes
+    """Each watcher's top_k recommendations, most probable first: num_watchers x top_k
+    int32 movie ids, little-endian, row-major; -1 pads a row whose watcher has
+    fewer than top_k movies not liked. Empty when top_k is 0.
+    """
+    def __init__(
+        self,
+        *,
+        probabilities: _builtins.bytes = ...,
+        recommended_movie_ids: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["probabilities", b"probabilities", "recommended_movie_ids", b"recommended_movie_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconstructionBatch: _TypeAlias = ReconstructionBatch  # noqa: Y015
+
+@_typing.final
 class ReconstructRequest(_message.Message):
     """Asks for the model's output on watchers."""
 
@@ -833,6 +904,7 @@ class ReconstructRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     WATCHERS_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     top_k: _builtins.int
     """Number of recommendations per watcher: the most probable movies the watcher
     has not liked (rating < 0.5). 0 = none. Bound: >= 0.
@@ -843,7 +915,13 @@ class ReconstructRequest(_message.Message):
 
     @_builtins.property
     def watchers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Watcher]:
-        """The watchers; at least one."""
+        """The watchers, one message each; at least one, unless `batch` is set instead."""
+
+    @_builtins.property
+    def batch(self) -> Global___WatcherBatch:
+        """The watchers as dense arrays, instead of `watchers` (set one of the two);
+        the answer then comes in ReconstructResponse.batch.
+        """
 
     def __init__(
         self,
@@ -851,10 +929,11 @@ class ReconstructRequest(_message.Message):
         model: Global___ModelRef | None = ...,
         watchers: _abc.Iterable[Global___Watcher] | None = ...,
         top_k: _builtins.int = ...,
+        batch: Global___WatcherBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "top_k", b"top_k", "watchers", b"watchers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "model", b"model", "top_k", b"top_k", "watchers", b"watchers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -868,23 +947,29 @@ class ReconstructResponse(_message.Message):
 
     RECONSTRUCTIONS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def reconstructions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reconstruction]:
-        """One per watcher, in request order."""
+        """One per watcher, in request order (when the request used `watchers`)."""
 
     @_builtins.property
     def model(self) -> Global___ModelRef:
         """The model version that answered."""
+
+    @_builtins.property
+    def batch(self) -> Global___ReconstructionBatch:
+        """The output as dense arrays (when the request used `batch`)."""
 
     def __init__(
         self,
         *,
         reconstructions: _abc.Iterable[Global___Reconstruction] | None = ...,
         model: Global___ModelRef | None = ...,
+        batch: Global___ReconstructionBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "reconstructions", b"reconstructions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "model", b"model", "reconstructions", b"reconstructions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,414 @@
+"""Serving speed against a bare grpcio server, generator and Train speed, server memory.
+
+    python benchmarks/serve_bench.py [--quick]
+
+Starts a `movie-embeddings serve` process and bare grpcio servers (benchmarks/bare_server.py,
+threads and asyncio) in their own processes on 127.0.0.1, warms up, interleaves the
+measurements so machine noise hits both alike, and prints a Markdown table of figures and
+ratios. Nothing here asserts: the targets are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+import movie_embeddings as me
+from movie_embeddings.v1 import movie_embeddings_pb2 as pb
+from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
+from movie_embeddings_server.data import generate
+from movie_embeddings_server.process import ServerProcess, start_server
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Bare:
+    """A bare grpcio server process and a raw-bytes callable on it."""
+
+    process: subprocess.Popen
+    target: str
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def start_bare(asyncio: bool) -> Bare:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "bare_server.py"), *(["--asyncio"] if asyncio else [])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    found = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+    if not found:
+        process.kill()
+        raise RuntimeError(f"bare server did not start: {line!r}")
+    return Bare(process, found.group(1))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc (MiB)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def latencies(call: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def interleaved(
+    calls: dict[str, Callable[[], object]], rounds: int, n: int
+) -> dict[str, list[float]]:
+    """Latencies of each call, taken in turns of n calls for `rounds` rounds."""
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        latencies(call, 50)  # warm-up
+    for _ in range(rounds):
+        for name, call in calls.items():
+            out[name] += latencies(call, n)
+    return out
+
+
+def throughput(
+    make_call: Callable[[], Callable[[], object]], callers: int, seconds: float
+) -> float:
+    """Calls per second from `callers` threads, each with its own channel, for `seconds`."""
+    counts = [0] * callers
+    stop = threading.Event()
+    ready = threading.Barrier(callers + 1)
+
+    def work(i: int) -> None:
+        call = make_call()
+        call()
+        ready.wait()
+        while not stop.is_set():
+            call()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    elapsed = time.perf_counter() - start
+    for t in threads:
+        t.join(30)
+    return sum(counts) / elapsed
+
+
+def bare_call(target: str) -> Callable[[], object]:
+    channel = grpc.insecure_channel(target)
+    method = channel.unary_unary("/bare.Bare/Echo")
+    request = bytes(16)
+    return lambda: method(request, timeout=10)
+
+
+def stub_call(target: str, method: str, request: object) -> Callable[[], object]:
+    stub = pb_grpc.MovieEmbeddingServiceStub(grpc.insecure_channel(target))
+    fn = getattr(stub, method)
+    return lambda: fn(request, timeout=10)
+
+
+def notebook_generator(n_p: int, movies: int = 80, types: int = 10) -> np.ndarray:
+    """The notebook's cells, as written (a Python loop per watcher)."""
+    people = np.random.randint(types, size=n_p)
+
+    def get_like(i: int) -> np.ndarray:
+        t = people[i]
+        draws = np.random.random(movies)
+        like = np.array([0.95 if abs(m % types - t) < 3 else 0.05 for m in range(movies)])
+        return (like > draws).astype(int)
+
+    ratings = np.zeros((len(people), movies))
+    for i in range(len(ratings)):
+        ratings[i] = get_like(i)
+    age = np.maximum(np.random.normal(20 + people * 5, scale=10).astype(int), 15)
+    age = (age - age.mean()) / age.std()
+    education = np.zeros(len(ratings), dtype=int)
+    for i in range(len(ratings)):
+        education[i] = np.random.randint(people[i] % 2, people[i] % 5 + people[i] % 2 + 1)
+    return np.hstack((age[:, None], education[:, None], ratings))
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, what: str, figure: str, ratio: str = "", target: str = "") -> None:
+        self.rows.append((what, figure, ratio, target))
+        print(f"  {what}: {figure} {ratio}", file=sys.stderr, flush=True)
+
+    def markdown(self) -> str:
+        lines = ["| measurement | figure | ratio | target |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self.rows]
+        return "\n".join(lines)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def bench_latency(table: Table, server: ServerProcess, bare: Bare, rounds: int, n: int) -> None:
+    watcher = pb.Watcher(liked_movie_ids=[0, 1, 2, 10, 11, 12], age_years=30, education=1)
+    calls = {
+        "bare": bare_call(bare.target),
+        "GetMovieVector": stub_call(
+            server.target, "GetMovieVector", pb.GetMovieVectorRequest(movie_id=3)
+        ),
+        "NearestMovies k=10": stub_call(
+            server.target, "NearestMovies", pb.NearestMoviesRequest(movie_id=3, k=10)
+        ),
+        "Reconstruct 1 watcher, top_k 10": stub_call(
+            server.target, "Reconstruct", pb.ReconstructRequest(watchers=[watcher], top_k=10)
+        ),
+    }
+    with me.Client(server.target) as client:
+        calls["SDK nearest_movies k=10"] = lambda: client.nearest_movies(3, k=10)
+        found = interleaved(calls, rounds, n)
+    base = p(found["bare"], 50)
+    table.add("bare grpcio unary (threads)", f"p50 {ms(base)}, p99 {ms(p(found['bare'], 99))}")
+    for name, values in found.items():
+        if name == "bare":
+            continue
+        target = "" if name.startswith("SDK") else "≤ 1.3×"
+        table.add(
+            name,
+            f"p50 {ms(p(values, 50))}, p99 {ms(p(values, 99))}",
+            f"{p(values, 50) / base:.2f}× bare p50",
+            target,
+        )
+
+
+def bench_throughput(table: Table, server: ServerProcess, bare: Bare, seconds: float) -> None:
+    request = pb.NearestMoviesRequest(movie_id=3, k=10)
+    bare_rates, our_rates = [], []
+    for _ in range(2):
+        bare_rates.append(throughput(lambda: bare_call(bare.target), 8, seconds))
+        our_rates.append(
+            throughput(lambda: stub_call(server.target, "NearestMovies", request), 8, seconds)
+        )
+    bare_rate, our_rate = statistics.mean(bare_rates), statistics.mean(our_rates)
+    table.add("bare grpcio, 8 concurrent callers", f"{bare_rate:,.0f} calls/s")
+    table.add(
+        "NearestMovies k=10, 8 concurrent callers",
+        f"{our_rate:,.0f} calls/s",
+        f"{our_rate / bare_rate:.2f}× bare",
+        "≥ 0.8×",
+    )
+
+
+def bench_batch(table: Table, server: ServerProcess, repeats: int) -> None:
+    fresh = generate(1000, 80, 10, 123)
+    ratings = fresh.ratings.astype(np.float32)
+    with me.Client(server.target) as client:
+        for label, call in {
+            "reconstruct_batch (dense arrays)": lambda: client.reconstruct_batch(
+                ratings, age_years=fresh.age_years, education=fresh.education, top_k=10
+            ),
+            "reconstruct_many (a message per watcher)": lambda: client.reconstruct_many(
+                [
+                    me.Watcher(float(a), int(e), ratings=r)
+                    for r, a, e in zip(ratings, fresh.age_years, fresh.education, strict=True)
+                ],
+                top_k=10,
+            ),
+        }.items():
+            call()
+            median = statistics.median(latencies(call, repeats))
+            table.add(
+                f"Reconstruct 1,000 watchers, top_k 10, in one call: SDK {label}, end to end",
+                f"{1000 / median:,.0f} watchers/s ({ms(median)} per call)",
+                "",
+                "≥ 100,000/s" if "batch" in label else "",
+            )
+
+
+def bench_big_catalogue(
+    table: Table, server: ServerProcess, bare: Bare, rounds: int, n: int
+) -> None:
+    with me.Client(server.target) as client:
+        start = time.perf_counter()
+        for _ in client.train("big", num_movies=100_000, num_watchers=100, epochs=1, seed=1):
+            pass
+        train_seconds = time.perf_counter() - start
+    request = pb.NearestMoviesRequest(model=pb.ModelRef(name="big"), movie_id=12345, k=10)
+    found = interleaved(
+        {"bare": bare_call(bare.target), "big": stub_call(server.target, "NearestMovies", request)},
+        rounds,
+        n,
+    )
+    base, big = p(found["bare"], 50), p(found["big"], 50)
+    table.add(
+        "NearestMovies k=10, 100,000 movies",
+        f"p50 {ms(big)}, p99 {ms(p(found['big'], 99))} (Train {train_seconds:.1f} s)",
+        f"{big / base:.2f}× bare p50",
+        "≤ 2×",
+    )
+
+
+def bench_generator(table: Table, watchers: int) -> None:
+    n = 10_000
+    start = time.perf_counter()
+    notebook_generator(n)
+    loop_rate = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    generate(n, 80, 10, 1)
+    ours_small = n / (time.perf_counter() - start)
+    tracemalloc.start()
+    start = time.perf_counter()
+    data = generate(watchers, 80, 10, 1)
+    ours_rate = watchers / (time.perf_counter() - start)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    result = data.ratings.nbytes + data.types.nbytes + data.age_years.nbytes + data.education.nbytes
+    table.add("notebook generator loop (10,000 watchers)", f"{loop_rate:,.0f} watchers/s")
+    table.add(
+        f"our generator, {watchers:,} × 80",
+        f"{ours_rate:,.0f} watchers/s (10,000: {ours_small:,.0f}/s); peak {peak / 2**20:.0f} MiB "
+        f"for a {result / 2**20:.0f} MiB result",
+        f"{ours_rate / loop_rate:,.0f}× the loop",
+        "≥ 50×",
+    )
+
+
+def bench_train(table: Table) -> None:
+    """The server's Train path in this process against a plain Keras fit of the same config."""
+    import keras
+
+    from movie_embeddings_server import config, training
+    from movie_embeddings_server.store import Store
+    from movie_embeddings_server.trainer import Trainer
+
+    synthetic = config.resolve_synthetic({"seed": 5})
+    spec = config.resolve_training({})
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(Store(Path(tmp)))
+        trainer.train("warm", synthetic, spec)  # TensorFlow's first-use costs, for both
+        plain, ours, evaluate = [], [], []
+        for i in range(3):
+            d = generate(synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, 5)
+            mean, std = training.age_stats(d.age_years)
+            x = [
+                d.ratings.astype(np.float32),
+                np.column_stack([(d.age_years - mean) / std, d.education]).astype(np.float32),
+            ]
+            keras.utils.set_random_seed(5)
+            start = time.perf_counter()
+            model = training.build_model(80, spec, spec.epochs * 16)
+            model.fit(x, x[0], epochs=spec.epochs, batch_size=spec.batch_size, verbose=0)
+            plain.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            served = trainer.train(f"m{i}", synthetic, spec)
+            ours.append(time.perf_counter() - start - served.meta["metrics"]["evaluate_seconds"])
+            evaluate.append(served.meta["metrics"]["evaluate_seconds"])
+    plain_s, ours_s = statistics.median(plain), statistics.median(ours)
+    table.add("plain Keras fit, default config (build + fit)", f"{plain_s:.2f} s")
+    table.add(
+        "Train path (generate + fit + save), same config, same process",
+        f"{ours_s:.2f} s (+ evaluation {statistics.median(evaluate) * 1000:.0f} ms)",
+        f"{ours_s / plain_s:.2f}× plain fit",
+        "≤ 1.10×",
+    )
+
+
+def bench_memory(table: Table, server: ServerProcess, idle_mb: float) -> None:
+    """RSS of the busy server, and of a fresh one serving 20 stored versions."""
+    table.add(
+        "server RSS idle (default model; TensorFlow imported to train it)", f"{idle_mb:.0f} MiB"
+    )
+    table.add("server RSS after the run", f"{rss_mb(server.process.pid):.0f} MiB")
+    with me.Client(server.target) as client:
+        for i in range(20 - len(client.list_models())):
+            for _ in client.train(f"v{i}", num_watchers=100, epochs=1, seed=i):
+                pass
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = start_server(server.data_dir, Path(tmp) / "log")
+        try:
+            start_mb = rss_mb(fresh.process.pid)
+            with me.Client(fresh.target) as client:
+                models = client.list_models()
+                for info in models:
+                    client.nearest_movies(0, k=10, model=info.ref)
+            table.add(
+                f"restarted server on that store: RSS at start / after querying all {len(models)} "
+                "versions (no TensorFlow)",
+                f"{start_mb:.0f} / {rss_mb(fresh.process.pid):.0f} MiB (started in {fresh.start_seconds:.1f} s)",
+            )
+        finally:
+            fresh.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer calls and a smaller generator run"
+    )
+    args = parser.parse_args()
+    rounds, n = (3, 200) if args.quick else (10, 500)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    table = Table()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp) / "data", Path(tmp) / "server.log")
+        bare, bare_aio = start_bare(False), start_bare(True)
+        try:
+            idle_mb = rss_mb(server.process.pid)
+            found = interleaved(
+                {"threads": bare_call(bare.target), "asyncio": bare_call(bare_aio.target)},
+                rounds,
+                n,
+            )
+            table.add(
+                "bare grpcio unary, asyncio server (for the choice of model)",
+                f"p50 {ms(p(found['asyncio'], 50))}",
+                f"{p(found['asyncio'], 50) / p(found['threads'], 50):.2f}× threads",
+            )
+            bench_latency(table, server, bare, rounds, n)
+            bench_throughput(table, server, bare, 2.0 if args.quick else 5.0)
+            bench_batch(table, server, 5 if args.quick else 20)
+            bench_big_catalogue(table, server, bare, rounds, n)
+            bench_memory(table, server, idle_mb)
+        finally:
+            bare.stop()
+            bare_aio.stop()
+            server.stop()
+    bench_generator(table, 100_000 if args.quick else 1_000_000)
+    bench_train(table)
+    print(
+        f"Serving benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, grpcio {grpc.__version__}\n"
+    )
+    print(table.markdown())
+
+
+if __name__ == "__main__":
+    main()
