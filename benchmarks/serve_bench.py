@@ -200,11 +200,11 @@ def bench_latency(table: Table, server: ServerProcess, bare: Bare, rounds: int, 
     for name, values in found.items():
         if name == "bare":
             continue
-        target = "" if name.startswith("SDK") else "≤ 1.3×"
+        target = "" if name.startswith("SDK") else "≤ 1.3x"
         table.add(
             name,
             f"p50 {ms(p(values, 50))}, p99 {ms(p(values, 99))}",
-            f"{p(values, 50) / base:.2f}× bare p50",
+            f"{p(values, 50) / base:.2f}x bare p50",
             target,
         )
 
@@ -222,8 +222,8 @@ def bench_throughput(table: Table, server: ServerProcess, bare: Bare, seconds: f
     table.add(
         "NearestMovies k=10, 8 concurrent callers",
         f"{our_rate:,.0f} calls/s",
-        f"{our_rate / bare_rate:.2f}× bare",
-        "≥ 0.8×",
+        f"{our_rate / bare_rate:.2f}x bare",
+        "≥ 0.8x",
     )
 
 
@@ -271,8 +271,8 @@ def bench_big_catalogue(
     table.add(
         "NearestMovies k=10, 100,000 movies",
         f"p50 {ms(big)}, p99 {ms(p(found['big'], 99))} (Train {train_seconds:.1f} s)",
-        f"{big / base:.2f}× bare p50",
-        "≤ 2×",
+        f"{big / base:.2f}x bare p50",
+        "≤ 2x",
     )
 
 
@@ -293,11 +293,11 @@ def bench_generator(table: Table, watchers: int) -> None:
     result = data.ratings.nbytes + data.types.nbytes + data.age_years.nbytes + data.education.nbytes
     table.add("notebook generator loop (10,000 watchers)", f"{loop_rate:,.0f} watchers/s")
     table.add(
-        f"our generator, {watchers:,} × 80",
+        f"our generator, {watchers:,} x 80",
         f"{ours_rate:,.0f} watchers/s (10,000: {ours_small:,.0f}/s); peak {peak / 2**20:.0f} MiB "
         f"for a {result / 2**20:.0f} MiB result",
-        f"{ours_rate / loop_rate:,.0f}× the loop",
-        "≥ 50×",
+        f"{ours_rate / loop_rate:,.0f}x the loop",
+        "≥ 50x",
     )
 
 
@@ -336,8 +336,8 @@ def bench_train(table: Table) -> None:
     table.add(
         "Train path (generate + fit + save), same config, same process",
         f"{ours_s:.2f} s (+ evaluation {statistics.median(evaluate) * 1000:.0f} ms)",
-        f"{ours_s / plain_s:.2f}× plain fit",
-        "≤ 1.10×",
+        f"{ours_s / plain_s:.2f}x plain fit",
+        "≤ 1.10x",
     )
 
 
@@ -362,7 +362,8 @@ def bench_memory(table: Table, server: ServerProcess, idle_mb: float) -> None:
             table.add(
                 f"restarted server on that store: RSS at start / after querying all {len(models)} "
                 "versions (no TensorFlow)",
-                f"{start_mb:.0f} / {rss_mb(fresh.process.pid):.0f} MiB (started in {fresh.start_seconds:.1f} s)",
+                f"{start_mb:.0f} / {rss_mb(fresh.process.pid):.0f} MiB "
+                f"(started in {fresh.start_seconds:.1f} s)",
             )
         finally:
             fresh.stop()
@@ -390,7 +391,7 @@ def main() -> None:
             table.add(
                 "bare grpcio unary, asyncio server (for the choice of model)",
                 f"p50 {ms(p(found['asyncio'], 50))}",
-                f"{p(found['asyncio'], 50) / p(found['threads'], 50):.2f}× threads",
+                f"{p(found['asyncio'], 50) / p(found['threads'], 50):.2f}x threads",
             )
             bench_latency(table, server, bare, rounds, n)
             bench_throughput(table, server, bare, 2.0 if args.quick else 5.0)

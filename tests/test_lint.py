@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["server", "client", "tests", "scripts"]
+SOURCES = ["server", "client", "tests", "scripts", "benchmarks"]
 
 
 @pytest.mark.parametrize(
