@@ -402,7 +402,7 @@ def main() -> None:
             bare.stop()
             bare_aio.stop()
             server.stop()
-    bench_generator(table, 100_000 if args.quick else 1_000_000)
+    bench_generator(table, 1_000_000)
     bench_train(table)
     print(
         f"Serving benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "

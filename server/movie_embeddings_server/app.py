@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -35,7 +36,7 @@ class ServerConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 50051
-    max_workers: int = 16
+    max_workers: int | None = None  # None: one per core, plus one per allowed training
     max_concurrent_trains: int = 1
     max_cells: int = config.MAX_CELLS
     grace_seconds: float = 5.0
@@ -67,7 +68,12 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     loaded = store.load_all()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
     trainer = Trainer(store, cfg.max_concurrent_trains)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.max_workers))
+    # Threads, not grpc.aio: a bare asyncio server answered ~1.25x slower than a threaded one
+    # here (benchmarks/serve_bench.py). Few threads: handlers hold the GIL, and 16 workers
+    # contending for it gave ~0.7x a bare server's throughput with 8 callers, one per core
+    # ~1.0-1.2x. A Train stream holds its worker while it waits, hence one more per training.
+    workers = cfg.max_workers or (os.cpu_count() or 1) + cfg.max_concurrent_trains
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     pb_grpc.add_MovieEmbeddingServiceServicer_to_server(
         MovieEmbeddingServicer(store, trainer, cfg.max_cells), server
     )

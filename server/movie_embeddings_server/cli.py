@@ -270,7 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $MOVIE_EMBEDDINGS_DATA_DIR or ./%(default)s)",
     )
     serve.add_argument(
-        "--max-workers", type=int, default=16, help="threads answering RPCs (default: %(default)s)"
+        "--max-workers",
+        type=int,
+        default=None,
+        help="threads answering RPCs; each Train or health Watch stream holds one while it "
+        "lasts (default: one per core plus --max-concurrent-trains; more threads contend "
+        "for Python's GIL and answer fewer calls per second)",
     )
     serve.add_argument(
         "--max-concurrent-trains",

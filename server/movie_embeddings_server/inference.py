@@ -11,6 +11,9 @@ from . import search
 from .errors import InvalidArgument, NotFound
 
 MAX_AGE_YEARS = 150.0
+# Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie
+# catalogue: 8 MiB per metric), so a query by movie id reads a row instead of searching.
+TABLE_MOVIES = 1024
 WEIGHT_NAMES = ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias")
 
 
@@ -48,6 +51,8 @@ class ServedModel:
         # The embedding and the hidden layer are both linear before the relu, so one
         # (movies x hidden) matrix takes ratings straight to the hidden layer's input.
         self.ratings_to_hidden = self.embedding @ self.hidden_kernel[2:]
+        self.rows = self.embedding.tolist()  # GetMovieVector answers with no numpy call
+        self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def num_movies(self) -> int:
@@ -89,7 +94,7 @@ class ServedModel:
         k: int,
         metric: str,
         exclude: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[list[int], list[float]]:
         """Ids and scores of the k nearest movies, best first; the query movie is excluded."""
         if k < 0:
             raise InvalidArgument("k", f"must be >= 0, got {k}")
@@ -98,6 +103,8 @@ class ServedModel:
             raise InvalidArgument("query", "set exactly one of movie_id or vector")
         if movie_id is not None:
             self.check_movie_id("movie_id", movie_id)
+            if self.num_movies <= TABLE_MOVIES:
+                return self._from_table(movie_id, k, metric, set(exclude.tolist()))
             query = self.embedding[movie_id]
             exclude = np.append(exclude, movie_id)
         else:
@@ -105,7 +112,32 @@ class ServedModel:
             query = self._check_vector(vector, metric)
         row_scores = search.scores(self.embedding, self.unit, query, metric)
         ids = search.top_k(row_scores, k, exclude)
-        return ids, row_scores[ids]
+        return ids.tolist(), row_scores[ids].tolist()
+
+    def _from_table(
+        self, movie_id: int, k: int, metric: str, excluded: set[int]
+    ) -> tuple[list[int], list[float]]:
+        """A movie's neighbours read off its row of the ranking table: no search per query."""
+        order, ranked_scores = self._table(metric)
+        ids = order[movie_id, : k + len(excluded)].tolist()
+        scores = ranked_scores[movie_id, : k + len(excluded)].tolist()
+        if excluded:
+            kept = [i for i, m in enumerate(ids) if m not in excluded][:k]
+            return [ids[i] for i in kept], [scores[i] for i in kept]
+        return ids[:k], scores[:k]
+
+    def _table(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every movie's other movies ranked (ties by lower id), built on first use."""
+        if metric not in self._tables:
+            # Scored exactly as a search scores them, so both paths rank alike.
+            order = np.empty((self.num_movies, self.num_movies - 1), dtype=np.int32)
+            ranked = np.empty(order.shape, dtype=np.float32)
+            for m in range(self.num_movies):
+                row = search.scores(self.embedding, self.unit, self.embedding[m], metric)
+                order[m] = search.top_k(row, self.num_movies, np.array([m]))
+                ranked[m] = row[order[m]]
+            self._tables[metric] = (order, ranked)  # a racing thread builds the same table
+        return self._tables[metric]
 
     def _check_vector(self, vector: np.ndarray, metric: str) -> np.ndarray:
         if vector.shape != (self.embedding_dim,):

@@ -171,9 +171,9 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext
     ) -> pb.GetMovieVectorResponse:
         served = self._model(request.model)
-        vector = served.vectors(np.array([request.movie_id]), field="movie_id")[0]
+        served.check_movie_id("movie_id", request.movie_id)
         return pb.GetMovieVectorResponse(
-            movie_id=request.movie_id, vector=vector, model=_ref(served)
+            movie_id=request.movie_id, vector=served.rows[request.movie_id], model=_ref(served)
         )
 
     @_handler
@@ -210,10 +210,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             exclude=np.asarray(request.exclude_movie_ids, dtype=np.int64),
         )
         return pb.NearestMoviesResponse(
-            neighbors=[
-                pb.Neighbor(movie_id=i, score=s)
-                for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
-            ],
+            neighbors=[pb.Neighbor(movie_id=i, score=s) for i, s in zip(ids, scores, strict=True)],
             model=_ref(served),
         )
 

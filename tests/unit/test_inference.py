@@ -49,7 +49,8 @@ def _reference_forward(w: dict[str, np.ndarray], ratings, ages, education) -> np
 def _nearest(model: ServedModel, **kwargs):
     args = {"movie_id": None, "vector": None, "k": 5, "metric": "cosine", "exclude": NONE}
     args.update(kwargs)
-    return model.nearest(**args)
+    ids, scores = model.nearest(**args)
+    return np.asarray(ids, dtype=np.int64), np.asarray(scores)
 
 
 # --- vectors ------------------------------------------------------------------------------
@@ -388,3 +389,29 @@ def test_weights_are_copied_to_float32(weights) -> None:
     model = ServedModel("m", 1, as64, META)
     for name in ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias"):
         assert getattr(model, name).dtype == np.float32
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean"])
+def test_the_ranking_table_answers_as_a_search_does(metric: str) -> None:
+    """Queries by movie id read a precomputed table; queries by vector search. Both agree."""
+    rng = np.random.default_rng(11)
+    weights = {
+        "embedding": rng.normal(size=(60, 4)),
+        "hidden_kernel": rng.normal(size=(6, 3)),
+        "hidden_bias": np.zeros(3),
+        "output_kernel": rng.normal(size=(3, 60)),
+        "output_bias": np.zeros(60),
+    }
+    model = ServedModel("m", 1, weights, {"age_mean": 40.0, "age_std": 10.0})
+    for movie_id in range(60):
+        exclude = rng.choice(60, 5, replace=False)
+        by_id = model.nearest(movie_id=movie_id, vector=None, k=20, metric=metric, exclude=exclude)
+        by_vector = model.nearest(
+            movie_id=None,
+            vector=model.embedding[movie_id],
+            k=20,
+            metric=metric,
+            exclude=np.append(exclude, movie_id),
+        )
+        assert by_id[0] == by_vector[0]
+        np.testing.assert_allclose(by_id[1], by_vector[1], rtol=1e-5, atol=1e-6)
