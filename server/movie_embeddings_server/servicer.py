@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -155,7 +154,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
                 given[key] = names.get(given[key], f"unknown value {given[key]}")
         spec = config.resolve_training(given)
         config.check_split(synthetic, spec)
-        stop = threading.Event()
+        stop = training.StopSignal()
         context.add_callback(stop.set)  # runs when the call ends: cancelled, deadline or done
         for event in self.trainer.stream(name, synthetic, spec, stop):
             if isinstance(event, ServedModel):

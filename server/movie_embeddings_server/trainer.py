@@ -32,15 +32,15 @@ class Trainer:
         synthetic: SyntheticSpec,
         spec: TrainSpec,
         on_epoch=lambda _: None,
-        stop: threading.Event | None = None,
+        stop: training.StopSignal | None = None,
     ) -> ServedModel:
         """Train synchronously on this thread; raises training.Cancelled when `stop` is set."""
-        stop = stop or threading.Event()
+        stop = stop or training.StopSignal()
         assert synthetic.seed is not None
         data = generate(
             synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, synthetic.seed
         )
-        trained = training.train(data, spec, synthetic.seed, on_epoch, stop.is_set)
+        trained = training.train(data, spec, synthetic.seed, on_epoch, stop)
         stats = {"age_mean": trained.age_mean, "age_std": trained.age_std}
         started = time.perf_counter()
         metrics = quality.evaluate(
@@ -66,7 +66,7 @@ class Trainer:
         return self.store.save(name, trained.model, trained.weights, meta)
 
     def stream(
-        self, name: str, synthetic: SyntheticSpec, spec: TrainSpec, stop: threading.Event
+        self, name: str, synthetic: SyntheticSpec, spec: TrainSpec, stop: training.StopSignal
     ) -> Iterator[training.Epoch | ServedModel]:
         """Yield each epoch, then the stored version; refuses when all training slots are busy."""
         if not self._slots.acquire(blocking=False):

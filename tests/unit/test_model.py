@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -186,33 +187,29 @@ def test_trained_weights_are_the_models(trained_run: Any) -> None:
     assert np.any(trained.weights["embedding"])  # moved away from the zero initialisation
 
 
-def test_should_stop_cancels(tiny_data: data.Dataset) -> None:
+def test_a_stop_set_before_training_cancels_it(tiny_data: data.Dataset) -> None:
     seen: list[training.Epoch] = []
+    stop = training.StopSignal()
+    stop.set()
     with pytest.raises(training.Cancelled):
-        training.train(
-            tiny_data, TrainSpec(epochs=2), seed=1, on_epoch=seen.append, should_stop=lambda: True
-        )
+        training.train(tiny_data, TrainSpec(epochs=2), seed=1, on_epoch=seen.append, stop=stop)
     assert len(seen) <= 1
 
 
-def test_should_stop_midway_stops_early(tiny_data: data.Dataset) -> None:
-    calls = 0
-
-    def stop_after_a_few_batches() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls > 3
-
+def test_a_stop_set_from_another_thread_stops_within_the_epoch(tiny_data: data.Dataset) -> None:
+    stop = training.StopSignal()
     seen: list[training.Epoch] = []
+
+    def on_epoch(epoch: training.Epoch) -> None:
+        seen.append(epoch)
+        if epoch.epoch == 2:
+            threading.Timer(0.01, stop.set).start()  # set from elsewhere, mid-training
+
     with pytest.raises(training.Cancelled):
         training.train(
-            tiny_data,
-            TrainSpec(epochs=200, batch_size=8),
-            seed=1,
-            on_epoch=seen.append,
-            should_stop=stop_after_a_few_batches,
+            tiny_data, TrainSpec(epochs=500, batch_size=8), seed=1, on_epoch=on_epoch, stop=stop
         )
-    assert len(seen) <= 1  # 25 batches per epoch: stopped inside the first
+    assert 2 <= len(seen) < 50  # stopped long before its 500 epochs
 
 
 def test_age_stats_of_constant_ages() -> None:
