@@ -27,8 +27,13 @@ class Watchers:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Clipped so exp never overflows float32; sigmoid(-80) is 2e-35, 0 to Keras's precision.
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
+    """1 / (1 + exp(-x)), in place. Clipped so exp never overflows float32 (sigmoid(-80) is
+    2e-35: 0 to Keras's precision)."""
+    np.clip(x, -80.0, 80.0, out=x)
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    return np.reciprocal(x, out=x)
 
 
 class ServedModel:
@@ -49,8 +54,10 @@ class ServedModel:
         self.age_mean = float(meta["age_mean"])
         self.age_std = float(meta["age_std"])
         # The embedding and the hidden layer are both linear before the relu, so one
-        # (movies x hidden) matrix takes ratings straight to the hidden layer's input.
-        self.ratings_to_hidden = self.embedding @ self.hidden_kernel[2:]
+        # ((2 + movies) x hidden) matrix takes [age, education, ratings] to the hidden layer.
+        self.input_to_hidden = np.vstack(
+            [self.hidden_kernel[:2], self.embedding @ self.hidden_kernel[2:]]
+        )
         self.rows = self.embedding.tolist()  # GetMovieVector answers with no numpy call
         self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -152,11 +159,16 @@ class ServedModel:
 
     def forward(self, watchers: Watchers) -> np.ndarray:
         """The Keras model's output, (n, movies) float32: the same layers in numpy."""
-        age = (watchers.age_years.astype(np.float32) - self.age_mean) / self.age_std
-        hidden = watchers.ratings @ self.ratings_to_hidden + self.hidden_bias
-        hidden += np.outer(age, self.hidden_kernel[0])
-        hidden += np.outer(watchers.education.astype(np.float32), self.hidden_kernel[1])
-        return _sigmoid(np.maximum(hidden, 0.0) @ self.output_kernel + self.output_bias)
+        x = np.empty((len(watchers.ratings), 2 + self.num_movies), dtype=np.float32)
+        x[:, 0] = (watchers.age_years - self.age_mean) / self.age_std
+        x[:, 1] = watchers.education
+        x[:, 2:] = watchers.ratings
+        hidden = x @ self.input_to_hidden
+        hidden += self.hidden_bias
+        np.maximum(hidden, 0.0, out=hidden)
+        logits = hidden @ self.output_kernel
+        logits += self.output_bias
+        return _sigmoid(logits)
 
     def make_watchers(
         self,
@@ -169,7 +181,18 @@ class ServedModel:
         if not ratings:
             raise InvalidArgument("watchers", "must hold at least one watcher")
         matrix = np.zeros((len(ratings), self.num_movies), dtype=np.float32)
-        for i, (row, ids) in enumerate(zip(ratings, liked, strict=True)):
+        rated = []
+        for i, (row, ids, age, level) in enumerate(
+            zip(ratings, liked, age_years, education, strict=True)
+        ):
+            # Checked here on Python values: cheaper than arrays for the usual few watchers.
+            if not 0 <= age <= MAX_AGE_YEARS:  # False for NaN too
+                raise InvalidArgument(
+                    f"watchers[{i}].age_years",
+                    f"must be finite and in [0, {MAX_AGE_YEARS:g}], got {age:g}",
+                )
+            if level < 0:
+                raise InvalidArgument(f"watchers[{i}].education", f"must be >= 0, got {level}")
             if row and ids:
                 raise InvalidArgument(f"watchers[{i}]", "set ratings or liked_movie_ids, not both")
             if row:
@@ -179,15 +202,16 @@ class ServedModel:
                         f"must have {self.num_movies} values (one per movie), got {len(row)}",
                     )
                 matrix[i] = row
-            else:
-                id_array = np.asarray(ids, dtype=np.int64)
-                self.check_movie_ids(f"watchers[{i}].liked_movie_ids", id_array)
-                matrix[i, id_array] = 1.0
-        watchers = Watchers(
-            matrix, np.asarray(age_years, np.float32), np.asarray(education, np.int64)
-        )
-        self._check_watchers(watchers)
-        return watchers
+                rated.append(i)
+            elif ids:
+                if not all(0 <= m < self.num_movies for m in ids):
+                    self.check_movie_ids(f"watchers[{i}].liked_movie_ids", np.asarray(ids))
+                matrix[i, ids] = 1.0
+        in_range = (matrix[rated] >= 0) & (matrix[rated] <= 1)  # False for NaN too
+        if not in_range.all():
+            bad = rated[int(np.flatnonzero(~in_range.all(axis=1))[0])]
+            raise InvalidArgument(f"watchers[{bad}].ratings", "must be finite and in [0, 1]")
+        return Watchers(matrix, np.asarray(age_years, np.float32), np.asarray(education))
 
     @staticmethod
     def _check_watchers(watchers: Watchers, where: str = "watchers[{row}].{field}") -> None:
