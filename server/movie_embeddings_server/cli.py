@@ -83,7 +83,7 @@ TRAIN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--seed", int, "generator seed (default: random, recorded in the model)"),
     ("--embedding-dim", int, "length of a movie vector (default: 5)"),
     ("--hidden-units", int, "units of the hidden relu layer (default: 32)"),
-    ("--epochs", int, "passes over the data (default: 20; notebook 10)"),
+    ("--epochs", int, "passes over the data (default: 24; notebook 10)"),
     ("--batch-size", int, "watchers per gradient step (default: 64; notebook 32)"),
     ("--learning-rate", float, "Adam's (initial) learning rate (default: 0.02; notebook 0.001)"),
     ("--validation-fraction", float, "share of watchers held out for val_loss (default: 0)"),
@@ -92,7 +92,7 @@ TRAIN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
         str,
         "Keras initialiser of the embedding kernel (default: zeros; notebook glorot_uniform)",
     ),
-    ("--embedding-l2", float, "L2 penalty on the embedding kernel (default: 0.01; notebook 0)"),
+    ("--embedding-l2", float, "L2 penalty on the embedding kernel (default: 0.015; notebook 0)"),
     (
         "--early-stopping-patience",
         int,

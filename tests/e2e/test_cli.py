@@ -255,7 +255,7 @@ def test_models_lists_the_default_model(server: ServerProcess, client: me.Client
         "num_types": 10,
         "seed": 42,
     }
-    assert default["training"]["epochs"] == 20
+    assert default["training"]["epochs"] == 24
     assert default["state"] == "ready"
     assert set(default["metrics"]) >= {"loss", "train_seconds", "neighbour_purity"}
 

@@ -240,7 +240,7 @@ def test_list_models_and_get_model(client: me.Client) -> None:
     default = [m for m in models if m.name == "default"]
     assert default[0].ref == me.ModelRef("default", 1)
     assert default[0].synthetic == me.SyntheticData(1000, 80, 10, 42)
-    assert (default[0].training.preset, default[0].training.epochs) == ("default", 20)
+    assert (default[0].training.preset, default[0].training.epochs) == ("default", 24)
     assert client.list_models("default") == default
     assert client.get_model(me.ModelRef("default", 1)) == default[0]
     assert client.get_model() == client.get_model("default") == default[-1]
@@ -345,8 +345,8 @@ def test_the_default_preset_learns_meaningful_vectors(client: me.Client) -> None
         m["heldout_cross_entropy"] / m["bayes_cross_entropy"]
     )
     assert 1.0 < m["cross_entropy_ratio"] <= 1.15
-    assert m["epochs_run"] == 20 == len(info.history)
-    assert [p.epoch for p in info.history] == list(range(1, 21))
+    assert m["epochs_run"] == 24 == len(info.history)
+    assert [p.epoch for p in info.history] == list(range(1, 25))
     assert m["loss"] == info.history[-1].loss
     # The purity the server reports is the one its served vectors have.
     _, matrix = client.movie_vectors(model=info.ref)

@@ -97,6 +97,49 @@ def _rpc_error(call, request) -> grpc.RpcError:  # type: ignore[no-untyped-def]
             ),
             "watchers[1].ratings",
         ),
+        (
+            "Reconstruct",
+            pb.ReconstructRequest(
+                batch=pb.WatcherBatch(ratings=bytes(4 * 80), age_years=[30, 31], education=[1, 1])
+            ),
+            "batch.ratings",
+        ),
+        (
+            "Reconstruct",
+            pb.ReconstructRequest(
+                batch=pb.WatcherBatch(ratings=bytes(4 * 80 + 2), age_years=[30], education=[1])
+            ),
+            "batch.ratings",
+        ),
+        (
+            "Reconstruct",
+            pb.ReconstructRequest(
+                batch=pb.WatcherBatch(ratings=bytes(4 * 80), age_years=[30], education=[1, 2])
+            ),
+            "batch.education",
+        ),
+        (
+            "Reconstruct",
+            pb.ReconstructRequest(batch=pb.WatcherBatch(ratings=b"", age_years=[])),
+            "batch.age_years",
+        ),
+        (
+            "Reconstruct",
+            pb.ReconstructRequest(
+                batch=pb.WatcherBatch(
+                    ratings=np.full(160, 2.0, "<f4").tobytes(), age_years=[30, 30], education=[1, 1]
+                )
+            ),
+            "batch.ratings[0]",
+        ),
+        (
+            "Reconstruct",
+            pb.ReconstructRequest(
+                watchers=[pb.Watcher(age_years=30)],
+                batch=pb.WatcherBatch(ratings=bytes(4 * 80), age_years=[30], education=[1]),
+            ),
+            "batch",
+        ),
         ("GetModel", pb.GetModelRequest(model=pb.ModelRef(name="../etc")), "model.name"),
         ("GetModel", pb.GetModelRequest(model=pb.ModelRef(version=-2)), "model.version"),
         ("Train", pb.TrainRequest(model_name="Bad Name"), "model_name"),

@@ -89,8 +89,8 @@ def test_default_preset() -> None:
     assert spec.embedding_dim == 5
     assert spec.hidden_units == 32
     assert spec.embedding_initializer == "zeros"
-    assert (spec.epochs, spec.batch_size, spec.learning_rate) == (20, 64, 0.02)
-    assert (spec.embedding_l2, spec.learning_rate_schedule) == (0.01, "cosine")
+    assert (spec.epochs, spec.batch_size, spec.learning_rate) == (24, 64, 0.02)
+    assert (spec.embedding_l2, spec.learning_rate_schedule) == (0.015, "cosine")
     assert (spec.validation_fraction, spec.early_stopping_patience) == (0, 0)
 
 

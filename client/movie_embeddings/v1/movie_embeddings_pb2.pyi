@@ -218,7 +218,7 @@ class TrainingConfig(_message.Message):
     hidden_units: _builtins.int
     """Units of the hidden relu layer. 0 = 32. Bound: 1..4096."""
     epochs: _builtins.int
-    """Passes over the training data. 0 = the preset's (20 / 10). Bound: 1..1000."""
+    """Passes over the training data. 0 = the preset's (24 / 10). Bound: 1..1000."""
     batch_size: _builtins.int
     """Watchers per gradient step. 0 = the preset's (64 / 32). Bound: 1..1000000."""
     learning_rate: _builtins.float
@@ -238,7 +238,7 @@ class TrainingConfig(_message.Message):
     """
     embedding_l2: _builtins.float
     """L2 penalty on the embedding kernel: embedding_l2 * sum(w^2) is added to the
-    loss. Unset = the preset's (0.01 / 0). Bound: 0..1.
+    loss. Unset = the preset's (0.015 / 0). Bound: 0..1.
     """
     early_stopping_patience: _builtins.int
     """Epochs without a better val_loss before training stops and the best epoch's
