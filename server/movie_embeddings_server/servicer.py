@@ -186,7 +186,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         return pb.BatchGetMovieVectorsResponse(
             vectors=[
                 pb.MovieVector(movie_id=i, vector=row)
-                for i, row in zip(ids.tolist(), matrix, strict=True)
+                for i, row in zip(ids.tolist(), matrix.tolist(), strict=True)
             ],
             model=_ref(served),
         )
