@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import search
-from .data import LIKE_INSIDE, generate, like_probability
+from .data import generate, like_probability
 from .inference import ServedModel, Watchers
 
 HELDOUT_WATCHERS = 2000
@@ -46,9 +46,6 @@ def binary_entropy(p: np.ndarray) -> float:
     """Mean entropy (nats) of Bernoulli(p): the Bayes bound of cross_entropy against p."""
     p = p.astype(np.float64)
     return float(np.mean(-(p * np.log(p) + (1 - p) * np.log1p(-p))))
-
-
-BAYES_NOTEBOOK = binary_entropy(np.array([LIKE_INSIDE]))  # H(0.95) = 0.1985 nats
 
 
 def evaluate(model: ServedModel, num_types: int, seed: int) -> dict[str, float]:

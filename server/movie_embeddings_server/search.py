@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("cosine", "dot", "euclidean")
-
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero), for cosine scores by one matrix product."""

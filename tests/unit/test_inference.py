@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from movie_embeddings_server import errors, search
+from movie_embeddings_server import errors
 from movie_embeddings_server.inference import ServedModel, Watchers
 
 MOVIES = 12
@@ -44,6 +44,9 @@ def _reference_forward(w: dict[str, np.ndarray], ratings, ages, education) -> np
     merged = np.concatenate([features, ratings @ w["embedding"].astype(np.float64)], axis=1)
     hidden = np.maximum(merged @ w["hidden_kernel"] + w["hidden_bias"], 0)
     return 1 / (1 + np.exp(-(hidden @ w["output_kernel"] + w["output_bias"])))
+
+
+METRICS = ("cosine", "dot", "euclidean")
 
 
 def _nearest(model: ServedModel, **kwargs):
@@ -92,7 +95,7 @@ def test_vectors_id_past_the_catalogue_is_not_found(model: ServedModel) -> None:
 # --- nearest ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metric", search.METRICS)
+@pytest.mark.parametrize("metric", METRICS)
 def test_nearest_by_movie_matches_brute_force(model: ServedModel, weights, metric: str) -> None:
     emb = weights["embedding"].astype(np.float64)
     query_id = 4
@@ -110,7 +113,7 @@ def test_nearest_by_movie_matches_brute_force(model: ServedModel, weights, metri
     assert np.all(np.diff(scores) <= 0)
 
 
-@pytest.mark.parametrize("metric", search.METRICS)
+@pytest.mark.parametrize("metric", METRICS)
 def test_query_movie_is_never_its_own_neighbour(model: ServedModel, metric: str) -> None:
     for movie in range(MOVIES):
         ids, _ = _nearest(model, movie_id=movie, k=MOVIES, metric=metric)
@@ -143,7 +146,7 @@ def test_nearest_exclude(model: ServedModel) -> None:
 
 
 def test_nearest_by_vector_finds_that_movie_first(model: ServedModel, weights) -> None:
-    for metric in search.METRICS:
+    for metric in METRICS:
         if metric == "dot":
             continue  # a longer row can out-score the row itself by dot product
         ids, _ = _nearest(model, vector=weights["embedding"][6].copy(), k=3, metric=metric)
