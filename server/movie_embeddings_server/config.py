@@ -144,12 +144,17 @@ def resolve_training(given: dict[str, Any]) -> TrainSpec:
     return spec
 
 
+def train_rows(num_watchers: int, validation_fraction: float) -> int:
+    """Watchers Keras trains on: it holds out the last validation_fraction, rounding down."""
+    return math.ceil(num_watchers * (1 - validation_fraction))
+
+
 def check_split(synthetic: SyntheticSpec, training: TrainSpec) -> None:
     """A validation split must leave at least one watcher on each side (as Keras requires)."""
     if training.validation_fraction == 0:
         return
-    train_rows = math.ceil(synthetic.num_watchers * (1 - training.validation_fraction))
-    if not 0 < train_rows < synthetic.num_watchers:
+    rows = train_rows(synthetic.num_watchers, training.validation_fraction)
+    if not 0 < rows < synthetic.num_watchers:
         raise InvalidArgument(
             "training.validation_fraction",
             f"{training.validation_fraction:g} of {synthetic.num_watchers} watchers leaves "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     np.exp(x, out=x)
     x += 1.0
     return np.reciprocal(x, out=x)
+
+
+def _check_ratings(ratings: np.ndarray, field_of_row: Callable[[int], str]) -> None:
+    """Every rating finite and in [0, 1]; the first bad row names the field."""
+    in_range = (ratings >= 0) & (ratings <= 1)  # False for NaN too
+    if not in_range.all():
+        row = int(np.flatnonzero(~in_range.all(axis=1))[0])
+        raise InvalidArgument(field_of_row(row), "must be finite and in [0, 1]")
 
 
 class ServedModel:
@@ -207,20 +216,13 @@ class ServedModel:
                 if not all(0 <= m < self.num_movies for m in ids):
                     self.check_movie_ids(f"watchers[{i}].liked_movie_ids", np.asarray(ids))
                 matrix[i, ids] = 1.0
-        in_range = (matrix[rated] >= 0) & (matrix[rated] <= 1)  # False for NaN too
-        if not in_range.all():
-            bad = rated[int(np.flatnonzero(~in_range.all(axis=1))[0])]
-            raise InvalidArgument(f"watchers[{bad}].ratings", "must be finite and in [0, 1]")
+        _check_ratings(matrix[rated], lambda row: f"watchers[{rated[row]}].ratings")
         return Watchers(matrix, np.asarray(age_years, np.float32), np.asarray(education))
 
     @staticmethod
     def _check_watchers(watchers: Watchers, where: str = "watchers[{row}].{field}") -> None:
         """Bounds of every watcher's values; `where` names a field of the request."""
-        in_range = (watchers.ratings >= 0) & (watchers.ratings <= 1)  # False for NaN too
-        if not in_range.all():
-            row = int(np.flatnonzero(~in_range.all(axis=1))[0])
-            field = where.format(row=row, field="ratings")
-            raise InvalidArgument(field, "must be finite and in [0, 1]")
+        _check_ratings(watchers.ratings, lambda row: where.format(row=row, field="ratings"))
         ages = watchers.age_years
         bad = np.flatnonzero(~((ages >= 0) & (ages <= MAX_AGE_YEARS)))
         if bad.size:

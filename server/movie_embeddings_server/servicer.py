@@ -43,6 +43,9 @@ TRAINING_ENUMS: dict[str, dict[int, str]] = {
         pb.LEARNING_RATE_SCHEDULE_COSINE: "cosine",
     },
 }
+TRAINING_ENUM_VALUES = {
+    key: {name: value for value, name in names.items()} for key, names in TRAINING_ENUMS.items()
+}
 METRIC_NAMES = {
     pb.METRIC_UNSPECIFIED: "cosine",
     pb.METRIC_COSINE: "cosine",
@@ -103,7 +106,7 @@ def model_info(served: ServedModel) -> pb.ModelInfo:
     training_cfg = pb.TrainingConfig()
     for key, value in meta["training"].items():
         if key in TRAINING_ENUMS:
-            value = {v: k for k, v in TRAINING_ENUMS[key].items()}[value]
+            value = TRAINING_ENUM_VALUES[key][value]
         setattr(training_cfg, key, value)
     info = pb.ModelInfo(
         ref=_ref(served),

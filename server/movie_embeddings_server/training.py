@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import TrainSpec
+from .config import TrainSpec, train_rows
 from .data import Dataset
 
 # Quiet TensorFlow's start-up banner; set before the first import of tensorflow.
@@ -24,7 +24,7 @@ class Cancelled(Exception):
 
 
 class StopSignal:
-    """Cancels a training from any thread, within one Keras step of the call to `set`.
+    """Cancels a training from any thread, within one TensorFlow call (<= 32 steps) of `set`.
 
     Setting the model's `stop_training` directly spares a Python callback after every
     batch, which the training loop would otherwise pay for on each step.
@@ -147,8 +147,8 @@ def train(
         np.float32
     )
     ratings = data.ratings.astype(np.float32)
-    train_rows = math.ceil(len(ratings) * (1 - spec.validation_fraction))
-    steps_per_epoch = math.ceil(train_rows / spec.batch_size)
+    rows = train_rows(len(ratings), spec.validation_fraction)
+    steps_per_epoch = math.ceil(rows / spec.batch_size)
     # Several steps per TensorFlow call: ~6 % faster than one at the default sizes (the
     # tiny model's steps are mostly call overhead); capped so a stop lands within 32 steps.
     model = build_model(
