@@ -307,18 +307,23 @@ def bench_generator(table: Table, watchers: int) -> None:
 
 
 def bench_train(table: Table) -> None:
-    """The server's Train path in this process against a plain Keras fit of the same config."""
+    """The Train path (as the trainer process runs it, here in this process) against a plain
+    Keras fit of the same config."""
     import keras
 
-    from movie_embeddings_server import config, training
+    from movie_embeddings_server import config, training, worker
     from movie_embeddings_server.store import Store
-    from movie_embeddings_server.trainer import Trainer
 
     synthetic = config.resolve_synthetic({"seed": 5})
     spec = config.resolve_training({})
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(Store(Path(tmp)))
-        trainer.train("warm", synthetic, spec)  # TensorFlow's first-use costs, for both
+        store = Store(Path(tmp))
+
+        def train_path(name: str) -> dict:
+            staged = worker.run(store, name, synthetic, spec, lambda _: None, training.StopSignal())
+            return store.commit(name, staged).meta["metrics"]
+
+        train_path("warm")  # TensorFlow's first-use costs, for both
         plain, ours, evaluate = [], [], []
         for i in range(3):
             d = generate(synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, 5)
@@ -333,9 +338,9 @@ def bench_train(table: Table) -> None:
             model.fit(x, x[0], epochs=spec.epochs, batch_size=spec.batch_size, verbose=0)
             plain.append(time.perf_counter() - start)
             start = time.perf_counter()
-            served = trainer.train(f"m{i}", synthetic, spec)
-            ours.append(time.perf_counter() - start - served.meta["metrics"]["evaluate_seconds"])
-            evaluate.append(served.meta["metrics"]["evaluate_seconds"])
+            metrics = train_path(f"m{i}")
+            ours.append(time.perf_counter() - start - metrics["evaluate_seconds"])
+            evaluate.append(metrics["evaluate_seconds"])
     plain_s, ours_s = statistics.median(plain), statistics.median(ours)
     table.add("plain Keras fit, default config (build + fit)", f"{plain_s:.2f} s")
     table.add(

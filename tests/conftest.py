@@ -49,7 +49,7 @@ def inproc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     running.trainer.train("default", synthetic, config.resolve_training({"epochs": 6}))
     running.set_serving(True)
     yield InProcess(running, f"127.0.0.1:{running.port}")
-    server.stop(None)
+    running.stop(None)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from . import config
+from .errors import Cancelled
 from .servicer import MovieEmbeddingServicer
 from .store import Store
 from .trainer import Trainer
@@ -61,6 +62,13 @@ class Running:
         for service in ("", SERVICE_NAME):
             self.health.set(service, status)
 
+    def stop(self, grace: float | None) -> None:
+        """NOT_SERVING, refuse new calls, cancel trainings, let calls finish within `grace`."""
+        self.set_serving(False)
+        stopped = self.server.stop(grace)  # refuses new calls from now on
+        self.trainer.close()  # a running Train ends CANCELLED, its version unwritten
+        stopped.wait()
+
 
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     """Load the store and bind the server (not started); NOT_SERVING until a model is ready."""
@@ -92,17 +100,17 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
 
 def bootstrap(running: Running) -> None:
     """Train the seeded `default` model when the store is empty, logging each epoch."""
-    if not running.store.is_empty():
-        return
-    log.info("empty model store: training the default model (seed %d)", BOOTSTRAP_SEED)
-    synthetic = config.resolve_synthetic({"seed": BOOTSTRAP_SEED})
-    spec = config.resolve_training({})
+    if running.store.is_empty():
+        log.info("empty model store: training the default model (seed %d)", BOOTSTRAP_SEED)
+        synthetic = config.resolve_synthetic({"seed": BOOTSTRAP_SEED})
 
-    def progress(e) -> None:  # type: ignore[no-untyped-def]
-        log.info("default model: epoch %d/%d loss %.4f", e.epoch, e.epochs, e.loss)
+        def progress(e) -> None:  # type: ignore[no-untyped-def]
+            log.info("default model: epoch %d/%d loss %.4f", e.epoch, e.epochs, e.loss)
 
-    served = running.trainer.train(config.DEFAULT_MODEL, synthetic, spec, progress)
-    log.info("default model v%d ready", served.version)
+        served = running.trainer.train(
+            config.DEFAULT_MODEL, synthetic, config.resolve_training({}), progress
+        )
+        log.info("default model v%d ready", served.version)
     running.set_serving(True)
 
 
@@ -110,14 +118,28 @@ def serve(cfg: ServerConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop within the grace period."""
     started = time.perf_counter()
     server, running = create_server(cfg)
+    running.trainer.warm()  # TensorFlow loads in the trainer process while the store does here
     server.start()
     log.info("listening on %s:%d", cfg.host, running.port)
     stopping = threading.Event()
+    failed: list[BaseException] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    bootstrap(running)
-    log.info("serving (ready %.1f s after start)", time.perf_counter() - started)
+
+    def ready() -> None:
+        try:
+            bootstrap(running)
+            log.info("serving (ready %.1f s after start)", time.perf_counter() - started)
+        except Cancelled:
+            pass  # stopped by a shutdown
+        except BaseException as exc:
+            log.exception("could not train the default model")
+            failed.append(exc)
+            stopping.set()
+
+    threading.Thread(target=ready, name="bootstrap", daemon=True).start()
     stopping.wait()
     log.info("shutting down (grace %.1f s)", cfg.grace_seconds)
-    running.set_serving(False)
-    server.stop(cfg.grace_seconds).wait()
+    running.stop(cfg.grace_seconds)
+    if failed:
+        raise SystemExit(1)

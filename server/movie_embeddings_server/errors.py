@@ -26,3 +26,7 @@ class FailedPrecondition(ServiceError):
 
 class ResourceExhausted(ServiceError):
     """The request asks for more work than the server allows."""
+
+
+class Cancelled(ServiceError):
+    """A training was stopped by its caller, its deadline or a shutdown; nothing is stored."""

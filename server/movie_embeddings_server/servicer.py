@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
-from . import config, errors, training
+from . import config, errors
 from .inference import ServedModel
 from .store import Store, check_name
 from .trainer import Trainer
@@ -32,7 +32,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    training.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.Cancelled: grpc.StatusCode.CANCELLED,
 }
 
 # TrainingConfig's enum fields: wire value <-> the name the domain uses.
@@ -157,9 +157,11 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
                 given[key] = names.get(given[key], f"unknown value {given[key]}")
         spec = config.resolve_training(given)
         config.check_split(synthetic, spec)
-        stop = training.StopSignal()
-        context.add_callback(stop.set)  # runs when the call ends: cancelled, deadline or done
-        for event in self.trainer.stream(name, synthetic, spec, stop):
+        job = self.trainer.start(name, synthetic, spec)
+        # The callback runs when the call ends (cancelled, deadline passed, or done).
+        if not context.add_callback(job.cancel):
+            job.cancel()  # ended already
+        for event in job:
             if isinstance(event, ServedModel):
                 yield pb.TrainResponse(model=model_info(event))
             else:

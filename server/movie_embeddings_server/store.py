@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"[1-9][0-9]*")
 _TMP_PREFIX = ".tmp-"
+_LOCK_FILE = ".lock"
 METADATA = "metadata.json"
 WEIGHTS = "weights.npz"
 KERAS_MODEL = "model.keras"
@@ -109,31 +111,31 @@ class Store:
         return tmp
 
     def commit(self, name: str, staged: Path) -> ServedModel:
-        """Rename a staged directory to the next version number and serve it."""
-        with self._lock:
-            existing = [
-                int(p.name) for p in (self.root / name).iterdir() if _VERSION_RE.fullmatch(p.name)
-            ]
-            version = max(existing, default=0) + 1
-            os.rename(staged, self.root / name / str(version))
-            _fsync_dir(self.root / name)
+        """Rename a staged directory to the next version number and serve it.
+
+        The number is chosen under an exclusive lock on `<name>/.lock`, which holds across
+        processes sharing the store and is released by the kernel if its holder dies.
+        """
+        try:
+            with self._lock, open(self.root / name / _LOCK_FILE, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                existing = [
+                    int(p.name)
+                    for p in (self.root / name).iterdir()
+                    if _VERSION_RE.fullmatch(p.name)
+                ]
+                version = max(existing, default=0) + 1
+                os.rename(staged, self.root / name / str(version))
+                _fsync_dir(self.root / name)
+        except BaseException:
+            self.discard(staged)
+            raise
         served = self._read(name, version)
         self._register(served)
         return served
 
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
-
-    def save(
-        self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict
-    ) -> ServedModel:
-        """Stage then commit: a crash at any point leaves either no version or a complete one."""
-        staged = self.stage(name, keras_model, weights, meta)
-        try:
-            return self.commit(name, staged)
-        except BaseException:
-            self.discard(staged)
-            raise
 
     def is_empty(self) -> bool:
         with self._lock:

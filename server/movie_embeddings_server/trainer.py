@@ -1,95 +1,211 @@
-"""Train jobs: generate, fit, measure, store; run on a worker thread that streams epochs back."""
+"""Train jobs, run in trainer processes (worker.py) so that TensorFlow never shares the GIL
+with queries; each finished job is committed to the store here and served at once.
+
+A trainer process is started with the server (TensorFlow's import is paid before the first
+Train) and kept for the next job. One job runs per process, and there are at most
+`max_concurrent` processes. A cancelled job is stopped within one TensorFlow call; a process
+that does not answer a stop within KILL_AFTER seconds is killed and replaced.
+"""
 
 from __future__ import annotations
 
-import queue
+import itertools
+import json
+import logging
+import subprocess
+import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-from . import quality, training
 from .config import SyntheticSpec, TrainSpec
-from .data import generate
-from .errors import ResourceExhausted
+from .errors import Cancelled, ResourceExhausted
 from .inference import ServedModel
-from .store import Store, new_metadata
+from .store import Store
+from .training import Epoch
 
-_DONE = object()
+log = logging.getLogger(__name__)
+
+KILL_AFTER = 10.0  # seconds a trainer process has to stop a cancelled job
+
+
+class _Process:
+    """One trainer process and its two pipes."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "movie_embeddings_server.worker", str(data_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self._send_lock = threading.Lock()
+
+    def send(self, **message: Any) -> None:
+        with self._send_lock:
+            try:
+                assert self.popen.stdin is not None
+                self.popen.stdin.write(json.dumps(message) + "\n")
+                self.popen.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # it has exited: its reader sees the end of its output
+
+    def receive(self) -> dict[str, Any] | None:
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        return json.loads(line) if line else None
+
+    def close(self, timeout: float) -> None:
+        """End of input makes it stop and exit; killed if it has not within `timeout`."""
+        with self._send_lock:
+            assert self.popen.stdin is not None
+            self.popen.stdin.close()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        assert self.popen.stdout is not None
+        self.popen.stdout.close()
+
+
+class TrainJob:
+    """A training in progress: iterate for its epochs then its stored version; cancel any time."""
+
+    def __init__(self, trainer: Trainer, process: _Process, job_id: int, name: str) -> None:
+        self._trainer = trainer
+        self._process = process
+        self._id = job_id
+        self.name = name
+        self._lock = threading.Lock()
+        self._ended = False
+        self._cancelled = False
+        self._killer: threading.Timer | None = None
+
+    def cancel(self) -> None:
+        """Stop the training (from any thread); nothing of it is stored."""
+        with self._lock:
+            if self._ended or self._cancelled:
+                return
+            self._cancelled = True
+            self._process.send(stop=self._id)
+            self._killer = threading.Timer(KILL_AFTER, self._process.popen.kill)
+            self._killer.daemon = True
+            self._killer.start()
+
+    def _end(self) -> bool:
+        """Mark the job ended; True if it was cancelled first."""
+        with self._lock:
+            self._ended = True
+            if self._killer:
+                self._killer.cancel()
+            return self._cancelled
+
+    def __iter__(self) -> Iterator[Epoch | ServedModel]:
+        message = None
+        try:
+            while (message := self._process.receive()) is not None and "epoch" in message:
+                yield Epoch(**message["epoch"])
+            cancelled = self._end()
+            if message is not None and "staged" in message:
+                staged = Path(message["staged"])
+                if not cancelled:
+                    yield self._trainer.store.commit(self.name, staged)
+                    return
+                self._trainer.store.discard(staged)
+            if cancelled or (message is not None and "cancelled" in message):
+                raise Cancelled("training was cancelled")
+            if message is None:
+                raise RuntimeError(
+                    f"the trainer process exited (code {self._process.popen.wait()})"
+                )
+            raise RuntimeError(f"training {self.name!r} failed: {message['error']}")
+        finally:
+            if not self._ended:  # the caller stopped listening: stop the work it asked for
+                self.cancel()
+                while (message := self._process.receive()) is not None and "epoch" in message:
+                    pass
+                if message is not None and "staged" in message:
+                    self._trainer.store.discard(Path(message["staged"]))
+                self._end()
+            # A process that answered to the end can take the next job.
+            self._trainer._release(self, self._process, healthy=message is not None)
 
 
 class Trainer:
-    """Runs at most `max_concurrent` trainings at once and stores each result as a new version."""
+    """Runs at most `max_concurrent` trainings at once, each in a trainer process."""
 
     def __init__(self, store: Store, max_concurrent: int = 1) -> None:
         self.store = store
-        self._slots = threading.BoundedSemaphore(max_concurrent)
         self.max_concurrent = max_concurrent
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._lock = threading.Lock()
+        self._idle: list[_Process] = []
+        self._jobs: set[TrainJob] = set()
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    def warm(self) -> None:
+        """Start one trainer process now, so that the first Train does not wait for TensorFlow."""
+        with self._lock:
+            if not self._idle:
+                self._idle.append(_Process(self.store.root))
+
+    def start(
+        self, name: str, synthetic: SyntheticSpec, spec: TrainSpec, wait: bool = False
+    ) -> TrainJob:
+        """Hand a training to a free trainer process; without `wait`, refuse when none is free."""
+        if not self._slots.acquire(blocking=wait):
+            raise ResourceExhausted(
+                f"{self.max_concurrent} training(s) already running (the server's "
+                "--max-concurrent-trains); retry when one has finished"
+            )
+        with self._lock:
+            if self._closed:
+                self._slots.release()
+                raise Cancelled("the server is shutting down")
+            while self._idle and self._idle[-1].popen.poll() is not None:
+                self._idle.pop()  # died while idle (killed from outside): replaced below
+            process = self._idle.pop() if self._idle else _Process(self.store.root)
+            job = TrainJob(self, process, next(self._ids), name)
+            self._jobs.add(job)
+        train = {"name": name, "synthetic": asdict(synthetic), "spec": asdict(spec)}
+        process.send(id=job._id, train=train)
+        return job
+
+    def _release(self, job: TrainJob, process: _Process, healthy: bool) -> None:
+        with self._lock:
+            self._jobs.discard(job)
+            keep = healthy and not self._closed
+            if keep:
+                self._idle.append(process)
+        if not keep:
+            process.close(KILL_AFTER)
+        self._slots.release()
 
     def train(
         self,
         name: str,
         synthetic: SyntheticSpec,
         spec: TrainSpec,
-        on_epoch=lambda _: None,
-        stop: training.StopSignal | None = None,
+        on_epoch: Callable[[Epoch], None] = lambda _: None,
     ) -> ServedModel:
-        """Train synchronously on this thread; raises training.Cancelled when `stop` is set."""
-        stop = stop or training.StopSignal()
-        assert synthetic.seed is not None
-        data = generate(
-            synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, synthetic.seed
-        )
-        trained = training.train(data, spec, synthetic.seed, on_epoch, stop)
-        stats = {"age_mean": trained.age_mean, "age_std": trained.age_std}
-        started = time.perf_counter()
-        metrics = quality.evaluate(
-            ServedModel(name, 0, trained.weights, stats), synthetic.num_types, synthetic.seed
-        )
-        metrics |= {
-            "loss": trained.history[-1].loss,
-            "epochs_run": len(trained.history),
-            "train_seconds": trained.seconds,
-            "evaluate_seconds": time.perf_counter() - started,
-        }
-        if spec.validation_fraction:
-            metrics["val_loss"] = trained.history[trained.best_epoch - 1].val_loss
-        meta = new_metadata(
-            synthetic=asdict(synthetic),
-            training=asdict(spec),
-            metrics=metrics,
-            history=[asdict(e) for e in trained.history],
-            **stats,
-        )
-        if stop.is_set():
-            raise training.Cancelled("training was cancelled")
-        return self.store.save(name, trained.model, trained.weights, meta)
+        """Train to the end on this thread, waiting for a free trainer process if need be."""
+        for event in self.start(name, synthetic, spec, wait=True):
+            if isinstance(event, ServedModel):
+                return event
+            on_epoch(event)
+        raise AssertionError("a finished training yields its version")
 
-    def stream(
-        self, name: str, synthetic: SyntheticSpec, spec: TrainSpec, stop: training.StopSignal
-    ) -> Iterator[training.Epoch | ServedModel]:
-        """Yield each epoch, then the stored version; refuses when all training slots are busy."""
-        if not self._slots.acquire(blocking=False):
-            raise ResourceExhausted(
-                f"{self.max_concurrent} training(s) already running (the server's "
-                "--max-concurrent-trains); retry when one has finished"
-            )
-        events: queue.Queue = queue.Queue()
-
-        def work() -> None:
-            try:
-                events.put(self.train(name, synthetic, spec, events.put, stop))
-            except BaseException as exc:  # handed to the caller's thread
-                events.put(exc)
-            finally:
-                events.put(_DONE)
-                self._slots.release()
-
-        threading.Thread(target=work, name=f"train-{name}", daemon=True).start()
-        try:
-            while (event := events.get()) is not _DONE:
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-        finally:
-            stop.set()  # a caller that stops listening cancels the training
+    def close(self) -> None:
+        """Cancel every training and stop every trainer process (the server is shutting down)."""
+        with self._lock:
+            self._closed = True
+            jobs, idle, self._idle = list(self._jobs), self._idle, []
+        for job in jobs:
+            job.cancel()
+        for process in idle:
+            process.close(KILL_AFTER)

@@ -14,13 +14,10 @@ import numpy as np
 
 from .config import TrainSpec, train_rows
 from .data import Dataset
+from .errors import Cancelled
 
 # Quiet TensorFlow's start-up banner; set before the first import of tensorflow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class Cancelled(Exception):
-    """Training was stopped by its caller; nothing is stored."""
 
 
 class StopSignal:

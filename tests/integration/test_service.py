@@ -46,7 +46,7 @@ def test_empty_store_is_not_serving_until_the_default_model_is_trained(tmp_path:
             assert (info.name, info.version, info.synthetic.seed) == ("default", 1, 42)
             assert client.movie_vector(0).shape == (5,)
     finally:
-        server.stop(None)
+        running.stop(None)
 
 
 def test_reflection_lists_the_service_health_and_reflection(inproc) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from movie_embeddings_server import config, data, inference, training
 from movie_embeddings_server.config import TrainSpec
+from movie_embeddings_server.errors import Cancelled
 from movie_embeddings_server.store import KERAS_MODEL, Store, new_metadata
 
 MOVIES = 80
@@ -191,7 +192,7 @@ def test_a_stop_set_before_training_cancels_it(tiny_data: data.Dataset) -> None:
     seen: list[training.Epoch] = []
     stop = training.StopSignal()
     stop.set()
-    with pytest.raises(training.Cancelled):
+    with pytest.raises(Cancelled):
         training.train(tiny_data, TrainSpec(epochs=2), seed=1, on_epoch=seen.append, stop=stop)
     assert len(seen) <= 1
 
@@ -205,7 +206,7 @@ def test_a_stop_set_from_another_thread_stops_within_the_epoch(tiny_data: data.D
         if epoch.epoch == 2:
             threading.Timer(0.01, stop.set).start()  # set from elsewhere, mid-training
 
-    with pytest.raises(training.Cancelled):
+    with pytest.raises(Cancelled):
         training.train(
             tiny_data, TrainSpec(epochs=500, batch_size=8), seed=1, on_epoch=on_epoch, stop=stop
         )
@@ -282,7 +283,8 @@ def test_saved_version_serves_what_the_saved_keras_model_computes(
         synthetic={"num_watchers": 200, "num_movies": MOVIES, "num_types": 10, "seed": 3},
         training={"preset": "default"},
     )
-    Store(tmp_path).save("default", trained.model, trained.weights, meta)
+    store = Store(tmp_path)
+    store.commit("default", store.stage("default", trained.model, trained.weights, meta))
     fresh = Store(tmp_path)
     assert fresh.load_all() == 1
     served = fresh.resolve("", 0)

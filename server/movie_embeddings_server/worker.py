@@ -1,0 +1,144 @@
+"""The trainer process: TensorFlow lives here, never in the serving process.
+
+The server starts it with `python -m movie_embeddings_server.worker DATA_DIR` and talks to it
+in JSON lines. In on stdin: `{"id": N, "train": {...}}` and `{"stop": N}`. Out on stdout, for
+job N: `{"id": N, "epoch": {...}}` per epoch, then one of `{"id": N, "staged": PATH}` (a complete
+version in a staging directory, for the server to commit), `{"id": N, "cancelled": MESSAGE}` or
+`{"id": N, "error": MESSAGE}`. Jobs run one at a time. The end of stdin (the server exited,
+even by kill -9) stops the job in progress, and the process exits without staging it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from . import quality, training
+from .config import SyntheticSpec, TrainSpec
+from .data import generate
+from .errors import Cancelled
+from .inference import ServedModel
+from .store import Store, new_metadata
+
+log = logging.getLogger(__name__)
+
+# Below the serving process in the CPU scheduler's eyes: on a busy machine queries come first.
+NICENESS = 10
+
+
+def run(
+    store: Store,
+    name: str,
+    synthetic: SyntheticSpec,
+    spec: TrainSpec,
+    on_epoch: Callable[[training.Epoch], None],
+    stop: training.StopSignal,
+) -> Path:
+    """Generate, fit, measure and stage a version; raises Cancelled once `stop` is set."""
+    assert synthetic.seed is not None
+    data = generate(
+        synthetic.num_watchers, synthetic.num_movies, synthetic.num_types, synthetic.seed
+    )
+    trained = training.train(data, spec, synthetic.seed, on_epoch, stop)
+    stats = {"age_mean": trained.age_mean, "age_std": trained.age_std}
+    started = time.perf_counter()
+    metrics = quality.evaluate(
+        ServedModel(name, 0, trained.weights, stats), synthetic.num_types, synthetic.seed
+    )
+    metrics |= {
+        "loss": trained.history[-1].loss,
+        "epochs_run": len(trained.history),
+        "train_seconds": trained.seconds,
+        "evaluate_seconds": time.perf_counter() - started,
+    }
+    if spec.validation_fraction:
+        metrics["val_loss"] = trained.history[trained.best_epoch - 1].val_loss
+    meta = new_metadata(
+        synthetic=asdict(synthetic),
+        training=asdict(spec),
+        metrics=metrics,
+        history=[asdict(e) for e in trained.history],
+        **stats,
+    )
+    if stop.is_set():
+        raise Cancelled("training was cancelled")
+    return store.stage(name, trained.model, trained.weights, meta)
+
+
+class _Jobs:
+    """Reads stdin on its own thread, so that a stop reaches the job while it runs."""
+
+    def __init__(self, lines: IO[str]) -> None:
+        self._lines = lines
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._current: tuple[int, training.StopSignal] | None = None
+        threading.Thread(target=self._read, name="stdin", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._lines:
+            message = json.loads(line)
+            if "train" in message:
+                self._queue.put(message)
+            with self._lock:
+                if self._current and self._current[0] == message.get("stop"):
+                    self._current[1].set()
+        with self._lock:  # the server is gone: stop, and take no more jobs
+            if self._current:
+                self._current[1].set()
+        self._queue.put(None)
+
+    def next(self) -> tuple[int, dict[str, Any], training.StopSignal] | None:
+        message = self._queue.get()
+        if message is None:
+            return None
+        stop = training.StopSignal()
+        with self._lock:
+            self._current = (message["id"], stop)
+        return message["id"], message["train"], stop
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s trainer: %(message)s")
+    os.nice(NICENESS)
+    out = os.fdopen(os.dup(1), "w", buffering=1)  # the channel to the server: this and no more
+    os.dup2(2, 1)  # anything else printed lands in the server's log
+    store = Store(Path(sys.argv[1]))
+    import keras  # TensorFlow's import, paid once, before the first job arrives
+
+    jobs = _Jobs(sys.stdin)
+
+    def send(job_id: int, **event: Any) -> None:
+        out.write(json.dumps({"id": job_id, **event}) + "\n")
+
+    while (job := jobs.next()) is not None:
+        job_id, train, stop = job
+        try:
+            staged = run(
+                store,
+                train["name"],
+                SyntheticSpec(**train["synthetic"]),
+                TrainSpec(**train["spec"]),
+                lambda e: send(job_id, epoch=asdict(e)),  # noqa: B023 (used within the loop)
+                stop,
+            )
+            send(job_id, staged=str(staged))
+        except Cancelled as exc:
+            send(job_id, cancelled=str(exc))
+        except Exception as exc:  # reported to the server, the traceback stays in the log
+            log.exception("training %r failed", train["name"])
+            send(job_id, error=f"{type(exc).__name__}: {exc}")
+        keras.backend.clear_session()  # no graph state carried from one job to the next
+
+
+if __name__ == "__main__":
+    main()
