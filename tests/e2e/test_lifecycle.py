@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 from conftest import start_server
@@ -16,16 +17,34 @@ def _first_epoch_then(client: me.Client, name: str) -> None:
     assert isinstance(next(stream), me.TrainProgress)
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie nobody reaped counts: it runs no more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_kill_9_mid_train_leaves_every_listed_version_loadable(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = start_server(data, tmp_path / "first.log")
     try:
         with me.Client(first.target) as client:
             _first_epoch_then(client, "doomed")
+            (trainer,) = _children(first.process.pid)
             first.process.send_signal(signal.SIGKILL)
             assert first.process.wait(timeout=30) == -signal.SIGKILL
     finally:
         first.stop()
+    # The trainer process sees its input end and stops too, staging nothing.
+    deadline = time.monotonic() + 30
+    while not _gone(trainer) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(trainer)
     second = start_server(data, tmp_path / "second.log")
     try:
         with me.Client(second.target) as client:
