@@ -32,12 +32,33 @@ class Client:
     `timeout` is the deadline in seconds of each query (None = no deadline); each
     method also takes `timeout=` to override it for one call. Failed calls raise
     subclasses of `movie_embeddings.MovieEmbeddingsError`.
+
+    `token` is sent as `authorization: Bearer <token>` on every call. TLS is on when `tls`
+    is true or any certificate is given: `root_certificates` (PEM) to trust the server's
+    (None: the system's roots), `certificate_chain` and `private_key` (PEM) for mutual TLS.
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+    ):
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        if tls or root_certificates or certificate_chain:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates, private_key, certificate_chain
+            )
+            self._channel = grpc.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.insecure_channel(target)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = pb_grpc.MovieEmbeddingServiceStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -52,7 +73,9 @@ class Client:
     def _call(self, method: str, request: Any, timeout: Any) -> Any:
         try:
             return getattr(self._stub, method)(
-                request, timeout=self.timeout if timeout is _UNSET else timeout
+                request,
+                timeout=self.timeout if timeout is _UNSET else timeout,
+                metadata=self._metadata,
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
@@ -106,7 +129,7 @@ class Client:
                 "learning_rate_schedule": learning_rate_schedule,
             },
         )
-        stream = self._stub.Train(request, timeout=timeout)
+        stream = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             for response in stream:
                 yield convert.train_event(response)

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,6 +20,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from . import config
 from .errors import Cancelled
+from .security import TokenAuth, server_credentials
 from .servicer import MovieEmbeddingServicer
 from .store import Store
 from .trainer import Trainer
@@ -27,6 +28,7 @@ from .trainer import Trainer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MovieEmbeddingService"].full_name
+TRAIN_METHOD = f"/{SERVICE_NAME}/Train"
 BOOTSTRAP_SEED = 42  # the default model a newcomer gets is the same on every machine
 
 
@@ -39,8 +41,14 @@ class ServerConfig:
     port: int = 50051
     max_workers: int | None = None  # None: one per core, plus one per allowed training
     max_concurrent_trains: int = 1
-    max_cells: int = config.MAX_CELLS
+    limits: config.Limits = field(default_factory=config.Limits)
     grace_seconds: float = 5.0
+    max_message_bytes: int = 4 * 2**20  # each way; gRPC's own default for what it receives
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # given: mutual TLS, clients need a certificate it signed
+    auth_token: str | None = None  # given: Train needs `authorization: Bearer <token>`
+    auth_all: bool = False  # and so does every RPC of the service (health, reflection stay open)
 
 
 @dataclass
@@ -81,16 +89,33 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     # contending for it gave ~0.7x a bare server's throughput with 8 callers, one per core
     # ~1.0-1.2x. A Train stream holds its worker while it waits, hence one more per training.
     workers = cfg.max_workers or (os.cpu_count() or 1) + cfg.max_concurrent_trains
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    interceptors: list[grpc.ServerInterceptor] = []
+    if cfg.auth_token:
+        guarded = (lambda _: True) if cfg.auth_all else (lambda m: m == TRAIN_METHOD)
+        interceptors.append(TokenAuth(cfg.auth_token, guarded))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ],
+    )
     pb_grpc.add_MovieEmbeddingServiceServicer_to_server(
-        MovieEmbeddingServicer(store, trainer, cfg.max_cells), server
+        MovieEmbeddingServicer(store, trainer, cfg.limits), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    address = f"{cfg.host}:{cfg.port}"
+    if cfg.tls_cert and cfg.tls_key:
+        port = server.add_secure_port(
+            address, server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+        )
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
     running = Running(server, port, store, trainer, health_servicer)

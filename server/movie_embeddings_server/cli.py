@@ -17,6 +17,9 @@ import numpy as np
 
 import movie_embeddings as me
 
+from . import config
+from .security import TOKEN_ENV
+
 DEFAULT_DATA_DIR = "data"
 
 
@@ -76,6 +79,13 @@ def _progress_line(p: me.TrainProgress, width: int = 30) -> str:
 
 
 # One flag per TrainRequest field; unset = the server's default (the preset's).
+LIMIT_HELP = {
+    "max_cells": "num_watchers x num_movies (RESOURCE_EXHAUSTED)",
+    "max_epochs": "epochs (INVALID_ARGUMENT)",
+    "max_embedding_dim": "embedding_dim (INVALID_ARGUMENT)",
+    "max_hidden_units": "hidden_units (INVALID_ARGUMENT)",
+}
+
 TRAIN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--num-watchers", int, "watchers to generate (default: 1000)"),
     ("--num-movies", int, "movies in the catalogue (default: 80)"),
@@ -112,10 +122,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
             port=args.port,
             max_workers=args.max_workers,
             max_concurrent_trains=args.max_concurrent_trains,
-            max_cells=args.max_cells,
+            limits=config.Limits(
+                **{f.name: getattr(args, f.name) for f in dataclasses.fields(config.Limits)}
+            ),
             grace_seconds=args.grace_seconds,
+            max_message_bytes=args.max_message_bytes,
+            tls_cert=_path(args.tls_cert),
+            tls_key=_path(args.tls_key),
+            tls_client_ca=_path(args.tls_client_ca),
+            auth_token=args.auth_token,
+            auth_all=args.auth_all,
         )
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _read(value: str | None) -> bytes | None:
+    return Path(value).read_bytes() if value else None
 
 
 def cmd_train(client: me.Client, args: argparse.Namespace) -> None:
@@ -283,17 +309,43 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="trainings allowed at once; more get RESOURCE_EXHAUSTED (default: %(default)s)",
     )
-    serve.add_argument(
-        "--max-cells",
-        type=int,
-        default=50_000_000,
-        help="cap on num_watchers x num_movies of a Train (default: %(default)s)",
-    )
+    for limit in dataclasses.fields(config.Limits):
+        serve.add_argument(
+            f"--{limit.name.replace('_', '-')}",
+            type=int,
+            default=limit.default,
+            help=f"cap on a Train's {LIMIT_HELP[limit.name]}; more is refused "
+            "(default: %(default)s)",
+        )
     serve.add_argument(
         "--grace-seconds",
         type=float,
         default=5.0,
         help="time in-flight calls get to finish on SIGTERM/SIGINT (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=4 * 2**20,
+        help="largest request or response; larger ones fail RESOURCE_EXHAUSTED "
+        "(default: %(default)s, gRPC's own)",
+    )
+    serve.add_argument("--tls-cert", help="PEM certificate (chain): serve TLS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca",
+        help="PEM CA certificate(s): require mutual TLS with client certificates it signed",
+    )
+    serve.add_argument(
+        "--auth-token",
+        default=os.environ.get(TOKEN_ENV),
+        help="require 'authorization: Bearer TOKEN' on Train (default: $" + TOKEN_ENV + "; "
+        "prefer the variable: a flag shows in the process list)",
+    )
+    serve.add_argument(
+        "--auth-all",
+        action="store_true",
+        help="require the token on every RPC of the service (health and reflection stay open)",
     )
     serve.add_argument(
         "--log-level",
@@ -309,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="server address HOST:PORT (default: %(default)s)",
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help="bearer token sent on every call (default: $" + TOKEN_ENV + ")",
+    )
+    common.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
+    common.add_argument("--tls-ca", help="PEM CA certificate(s) to trust (implies --tls)")
+    common.add_argument("--tls-cert", help="PEM client certificate for mutual TLS (implies --tls)")
+    common.add_argument("--tls-key", help="PEM private key of --tls-cert")
     common.add_argument(
         "--timeout",
         type=float,
@@ -452,8 +513,13 @@ CLIENT_COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "serve":
+        if bool(args.tls_cert) != bool(args.tls_key):
+            parser.error("serve: --tls-cert and --tls-key go together")
+        if args.tls_client_ca and not args.tls_cert:
+            parser.error("serve: --tls-client-ca needs --tls-cert and --tls-key")
         logging.basicConfig(
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
@@ -461,7 +527,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     timeout = args.timeout if args.timeout is not None else me.client.DEFAULT_TIMEOUT
     try:
-        with me.Client(args.target, timeout=timeout) as client:
+        with me.Client(
+            args.target,
+            timeout=timeout,
+            token=args.token,
+            tls=args.tls,
+            root_certificates=_read(args.tls_ca),
+            certificate_chain=_read(args.tls_cert),
+            private_key=_read(args.tls_key),
+        ) as client:
             CLIENT_COMMANDS[args.command](client, args)
     except me.MovieEmbeddingsError as exc:
         code = exc.code.name if exc.code else "ERROR"

@@ -11,7 +11,16 @@ from .errors import InvalidArgument, ResourceExhausted
 
 DEFAULT_MODEL = "default"
 PRESETS = ("default", "notebook")
-MAX_CELLS = 50_000_000  # num_watchers * num_movies: ~50 MB of uint8 ratings, minutes of CPU
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on one Train, set by the server's flags of the same names (--max-cells, ...)."""
+
+    max_cells: int = 50_000_000  # num_watchers * num_movies: ~50 MB of uint8, minutes of CPU
+    max_epochs: int = 1000
+    max_embedding_dim: int = 256
+    max_hidden_units: int = 4096
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ def _check_range(field: str, value: float, low: float, high: float) -> None:
         raise InvalidArgument(field, f"must be between {low:g} and {high:g}, got {value:g}")
 
 
-def resolve_synthetic(given: dict[str, Any], *, max_cells: int = MAX_CELLS) -> SyntheticSpec:
+def resolve_synthetic(given: dict[str, Any], limits: Limits = Limits()) -> SyntheticSpec:
     """The defaults with the fields set in `given`, a random seed if none, bounds checked."""
     spec = replace(SyntheticSpec(), **given)
     if spec.seed is None:
@@ -98,22 +107,23 @@ def resolve_synthetic(given: dict[str, Any], *, max_cells: int = MAX_CELLS) -> S
             f"must be <= num_movies ({spec.num_movies}), got {spec.num_types}",
         )
     cells = spec.num_watchers * spec.num_movies
-    if cells > max_cells:
+    if cells > limits.max_cells:
         raise ResourceExhausted(
-            f"synthetic: num_watchers * num_movies = {cells} exceeds the server's cap {max_cells}"
+            f"synthetic: num_watchers * num_movies = {cells} exceeds the server's cap "
+            f"{limits.max_cells} (--max-cells)"
         )
     return spec
 
 
-def resolve_training(given: dict[str, Any]) -> TrainSpec:
+def resolve_training(given: dict[str, Any], limits: Limits = Limits()) -> TrainSpec:
     """The preset's settings with the fields set in `given` put in, bounds checked."""
     preset = given.get("preset") or "default"
     if preset not in _PRESETS:
         raise InvalidArgument("training.preset", f"must be one of {PRESETS}, got {preset!r}")
     spec = replace(_PRESETS[preset], **{k: v for k, v in given.items() if k != "preset"})
-    _check_range("training.embedding_dim", spec.embedding_dim, 1, 256)
-    _check_range("training.hidden_units", spec.hidden_units, 1, 4096)
-    _check_range("training.epochs", spec.epochs, 1, 1000)
+    _check_range("training.embedding_dim", spec.embedding_dim, 1, limits.max_embedding_dim)
+    _check_range("training.hidden_units", spec.hidden_units, 1, limits.max_hidden_units)
+    _check_range("training.epochs", spec.epochs, 1, limits.max_epochs)
     _check_range("training.batch_size", spec.batch_size, 1, 1_000_000)
     if not 0 < spec.learning_rate <= 1:
         raise InvalidArgument(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -54,8 +56,7 @@ METRIC_NAMES = {
 }
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
-    code = next(c for cls, c in STATUS_OF.items() if isinstance(exc, cls))
+def _abort(context: grpc.ServicerContext, exc: Exception, code: grpc.StatusCode) -> None:
     status = status_pb2.Status(code=code.value[0], message=str(exc))
     if isinstance(exc, errors.InvalidArgument):
         violation = error_details_pb2.BadRequest.FieldViolation(
@@ -67,31 +68,40 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     context.abort_with_status(rpc_status.to_status(status))
 
 
-def _internal(context: grpc.ServicerContext, name: str) -> None:
-    log.exception("%s failed", name)  # the traceback stays in the server's log
-    context.abort(grpc.StatusCode.INTERNAL, f"{name}: internal error (see the server log)")
+@contextlib.contextmanager
+def _rpc(name: str, context: grpc.ServicerContext) -> Iterator[None]:
+    """One call: domain errors become their status codes, anything else INTERNAL (never
+    UNKNOWN, never a traceback to the client); one log line with the code and duration."""
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except tuple(STATUS_OF) as exc:
+        code = next(c for cls, c in STATUS_OF.items() if isinstance(exc, cls))
+        _abort(context, exc, code)
+    except GeneratorExit:  # a stream whose caller went away
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        code = grpc.StatusCode.INTERNAL
+        log.exception("%s failed", name)  # the traceback stays in the server's log
+        context.abort(code, f"{name}: internal error (see the server log)")
+    finally:
+        log.info("%s %s %.2f ms", name, code.name, (time.perf_counter() - started) * 1000)
 
 
 def _handler(fn: Callable) -> Callable:
-    """Turn domain errors into their status codes and anything else into INTERNAL, never UNKNOWN."""
+    """Run each call of an RPC method inside `_rpc`."""
 
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
+        with _rpc(fn.__name__, context):
             return fn(self, request, context)
-        except tuple(STATUS_OF) as exc:
-            _abort(context, exc)
-        except Exception:
-            _internal(context, fn.__name__)
 
     @functools.wraps(fn)
     def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
+        with _rpc(fn.__name__, context):
             yield from fn(self, request, context)
-        except tuple(STATUS_OF) as exc:
-            _abort(context, exc)
-        except Exception:
-            _internal(context, fn.__name__)
 
     return streaming if inspect.isgeneratorfunction(fn) else unary
 
@@ -138,24 +148,22 @@ def _set_fields(message: Any) -> dict[str, Any]:
 class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
     """Thin: each RPC resolves the model, converts the request, calls the domain, converts back."""
 
-    def __init__(self, store: Store, trainer: Trainer, max_cells: int = config.MAX_CELLS) -> None:
+    def __init__(self, store: Store, trainer: Trainer, limits: config.Limits) -> None:
         self.store = store
         self.trainer = trainer
-        self.max_cells = max_cells
+        self.limits = limits
 
     @_handler
     def Train(
         self, request: pb.TrainRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TrainResponse]:
         name = check_name("model_name", request.model_name)
-        synthetic = config.resolve_synthetic(
-            _set_fields(request.synthetic), max_cells=self.max_cells
-        )
+        synthetic = config.resolve_synthetic(_set_fields(request.synthetic), self.limits)
         given = _set_fields(request.training)
         for key, names in TRAINING_ENUMS.items():
             if key in given:
                 given[key] = names.get(given[key], f"unknown value {given[key]}")
-        spec = config.resolve_training(given)
+        spec = config.resolve_training(given, self.limits)
         config.check_split(synthetic, spec)
         job = self.trainer.start(name, synthetic, spec)
         # The callback runs when the call ends (cancelled, deadline passed, or done).

@@ -20,7 +20,16 @@ NUM_MOVIES = 80
 CLI_TIMEOUT = 120.0  # seconds: a small training plus the interpreter's start
 
 # Every option of every command, as documented (the README and scripts rely on these names).
-COMMON = ["--target", "--json", "--timeout"]
+COMMON = [
+    "--target",
+    "--json",
+    "--timeout",
+    "--token",
+    "--tls",
+    "--tls-ca",
+    "--tls-cert",
+    "--tls-key",
+]
 WITH_MODEL = [*COMMON, "--model", "--version"]
 OPTIONS = {
     "serve": [
@@ -30,7 +39,16 @@ OPTIONS = {
         "--max-workers",
         "--max-concurrent-trains",
         "--max-cells",
+        "--max-epochs",
+        "--max-embedding-dim",
+        "--max-hidden-units",
         "--grace-seconds",
+        "--max-message-bytes",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+        "--auth-token",
+        "--auth-all",
         "--log-level",
     ],
     "train": [

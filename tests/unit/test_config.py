@@ -59,18 +59,18 @@ def test_more_types_than_movies_is_invalid() -> None:
 def test_cells_over_the_cap_are_resource_exhausted() -> None:
     with pytest.raises(ResourceExhausted, match="1001"):
         config.resolve_synthetic(
-            {"num_watchers": 1001, "num_movies": 1, "num_types": 1}, max_cells=1000
+            {"num_watchers": 1001, "num_movies": 1, "num_types": 1}, config.Limits(max_cells=1000)
         )
     spec = config.resolve_synthetic(
-        {"num_watchers": 1000, "num_movies": 1, "num_types": 1}, max_cells=1000
+        {"num_watchers": 1000, "num_movies": 1, "num_types": 1}, config.Limits(max_cells=1000)
     )
     assert spec.num_watchers == 1000
 
 
 def test_default_cap_applies() -> None:
     with pytest.raises(ResourceExhausted):
-        config.resolve_synthetic({"num_watchers": config.MAX_CELLS // 80 + 1})
-    config.resolve_synthetic({"num_watchers": config.MAX_CELLS // 80})
+        config.resolve_synthetic({"num_watchers": config.Limits().max_cells // 80 + 1})
+    config.resolve_synthetic({"num_watchers": config.Limits().max_cells // 80})
 
 
 def test_resolve_does_not_mutate_the_request() -> None:
