@@ -18,11 +18,16 @@ from movie_embeddings_server.process import CLI, ServerProcess, start_server
 __all__ = ["CLI", "ServerProcess", "start_server"]  # used by tests/e2e
 
 
+# Caps below the defaults, so that tests see the flags take effect.
+SERVER_FLAGS = ("--max-cells", "2000000", "--max-epochs", "300")
+SERVER_FLAGS += ("--max-embedding-dim", "64", "--max-hidden-units", "512")
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One real server process for the session, on an empty store (so it trains `default`)."""
     root = tmp_path_factory.mktemp("server")
-    proc = start_server(root / "data", root / "server.log")
+    proc = start_server(root / "data", root / "server.log", *SERVER_FLAGS)
     yield proc
     proc.stop()
 
