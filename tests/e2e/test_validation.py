@@ -104,7 +104,7 @@ INVALID = [
     ),
     (
         "Reconstruct",
-        pb.ReconstructRequest(watchers=[_watcher(ratings=[NAN] + OK_RATINGS[1:])]),
+        pb.ReconstructRequest(watchers=[_watcher(ratings=[NAN, *OK_RATINGS[1:]])]),
         "watchers[0].ratings",
         "[0, 1]",
     ),

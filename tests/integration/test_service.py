@@ -9,14 +9,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 import movie_embeddings as me
-from movie_embeddings.v1 import movie_embeddings_pb2 as pb
-from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from movie_embeddings_server.app import ServerConfig, bootstrap, create_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
