@@ -44,10 +44,15 @@ class ServerProcess:
             raise
 
 
-def wait_serving(target: str, timeout: float) -> None:
+def wait_serving(
+    target: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
+) -> None:
     """Block until the health service reports SERVING (bounded)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
+    channel = (
+        grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -60,8 +65,14 @@ def wait_serving(target: str, timeout: float) -> None:
     raise TimeoutError(f"{target} not SERVING after {timeout} s")
 
 
-def start_server(data_dir: Path, log: Path, *extra: str) -> ServerProcess:
-    """Start `serve --port 0` and wait until it is SERVING; the port is read from its log."""
+def start_server(
+    data_dir: Path,
+    log: Path,
+    *extra: str,
+    channel_credentials: grpc.ChannelCredentials | None = None,
+) -> ServerProcess:
+    """Start `serve --port 0` and wait until it is SERVING; the port is read from its log.
+    A server started with TLS flags is checked over `channel_credentials`."""
     started = time.monotonic()
     offset = log.stat().st_size if log.exists() else 0  # only this process's lines count
     with open(log, "ab") as out:
@@ -82,7 +93,7 @@ def start_server(data_dir: Path, log: Path, *extra: str) -> ServerProcess:
             port = int(found.group(1)) if found else None
             time.sleep(0.05)
         target = f"127.0.0.1:{port}"
-        wait_serving(target, deadline - time.monotonic())
+        wait_serving(target, deadline - time.monotonic(), channel_credentials)
     except BaseException:
         process.kill()
         process.wait(timeout=30)
