@@ -33,7 +33,7 @@ import movie_embeddings as me
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from movie_embeddings_server.data import generate
-from movie_embeddings_server.process import ServerProcess, start_server
+from movie_embeddings_server.process import ServerProcess, child_pids, rss_mb, start_server
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,12 +63,6 @@ def start_bare(asyncio: bool) -> Bare:
         process.kill()
         raise RuntimeError(f"bare server did not start: {line!r}")
     return Bare(process, found.group(1))
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from /proc (MiB)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
 
 
 def latencies(call: Callable[[], object], n: int) -> list[float]:
@@ -353,10 +347,10 @@ def bench_train(table: Table) -> None:
 
 def bench_memory(table: Table, server: ServerProcess, idle_mb: float) -> None:
     """RSS of the busy server, and of a fresh one serving 20 stored versions."""
-    table.add(
-        "server RSS idle (default model; TensorFlow imported to train it)", f"{idle_mb:.0f} MiB"
-    )
+    table.add("server RSS idle (default model; no TensorFlow in it)", f"{idle_mb:.0f} MiB")
     table.add("server RSS after the run", f"{rss_mb(server.process.pid):.0f} MiB")
+    (trainer,) = child_pids(server.process.pid)
+    table.add("its trainer process (TensorFlow) after the run", f"{rss_mb(trainer):.0f} MiB")
     with me.Client(server.target) as client:
         for i in range(20 - len(client.list_models())):
             for _ in client.train(f"v{i}", num_watchers=100, epochs=1, seed=i):

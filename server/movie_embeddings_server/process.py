@@ -44,6 +44,17 @@ class ServerProcess:
             raise
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc (MiB)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started (its trainer process, for a server)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def wait_serving(
     target: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
 ) -> None:

@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import start_server
+from conftest import child_pids, start_server
 
 import movie_embeddings as me
 
@@ -15,10 +15,6 @@ def _first_epoch_then(client: me.Client, name: str) -> None:
     """Start a long Train and return once its first epoch has been streamed."""
     stream = client.train(name, num_watchers=20_000, epochs=200, seed=1)
     assert isinstance(next(stream), me.TrainProgress)
-
-
-def _children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _gone(pid: int) -> bool:
@@ -35,7 +31,7 @@ def test_kill_9_mid_train_leaves_every_listed_version_loadable(tmp_path: Path) -
     try:
         with me.Client(first.target) as client:
             _first_epoch_then(client, "doomed")
-            (trainer,) = _children(first.process.pid)
+            (trainer,) = child_pids(first.process.pid)
             first.process.send_signal(signal.SIGKILL)
             assert first.process.wait(timeout=30) == -signal.SIGKILL
     finally:
