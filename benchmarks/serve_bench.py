@@ -203,6 +203,22 @@ def bench_latency(table: Table, server: ServerProcess, bare: Bare, rounds: int, 
         )
 
 
+def bench_during_train(table: Table, server: ServerProcess, rounds: int, n: int) -> None:
+    """NearestMovies latency while a Train runs in the trainer process, against idle."""
+    call = stub_call(server.target, "NearestMovies", pb.NearestMoviesRequest(movie_id=3, k=10))
+    idle = interleaved({"idle": call}, rounds, n)["idle"]
+    with me.Client(server.target) as client:
+        stream = client.train("busy", num_watchers=20_000, epochs=100, seed=1)
+        next(stream)  # the first epoch is done: training is in full swing
+        busy = interleaved({"busy": call}, rounds, n)["busy"]
+        stream.close()  # cancels it
+    table.add(
+        "NearestMovies k=10 while a Train (20,000 x 80) runs in the trainer process",
+        f"p50 {ms(p(busy, 50))}, p99 {ms(p(busy, 99))}",
+        f"{p(busy, 99) / p(idle, 99):.2f}x idle p99 ({ms(p(idle, 99))})",
+    )
+
+
 def bench_throughput(table: Table, server: ServerProcess, bare: Bare, seconds: float) -> None:
     request = pb.NearestMoviesRequest(movie_id=3, k=10)
     bare_rates, our_rates = [], []
@@ -398,6 +414,7 @@ def main() -> None:
                 f"{p(found['asyncio'], 50) / p(found['threads'], 50):.2f}x threads",
             )
             bench_latency(table, server, bare, rounds, n)
+            bench_during_train(table, server, rounds, n)
             bench_throughput(table, server, bare, 2.0 if args.quick else 5.0)
             bench_batch(table, server, 5 if args.quick else 20)
             bench_big_catalogue(table, server, bare, rounds, n)

@@ -142,14 +142,14 @@ def bootstrap(running: Running) -> None:
 def serve(cfg: ServerConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop within the grace period."""
     started = time.perf_counter()
-    server, running = create_server(cfg)
-    running.trainer.warm()  # TensorFlow loads in the trainer process while the store does here
-    server.start()
-    log.info("listening on %s:%d", cfg.host, running.port)
     stopping = threading.Event()
     failed: list[BaseException] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    server, running = create_server(cfg)
+    running.trainer.warm()  # the first Train then need not wait for TensorFlow's import
+    server.start()
+    log.info("listening on %s:%d", cfg.host, running.port)
 
     def ready() -> None:
         try:
@@ -163,7 +163,10 @@ def serve(cfg: ServerConfig) -> None:
             stopping.set()
 
     threading.Thread(target=ready, name="bootstrap", daemon=True).start()
-    stopping.wait()
+    # A timed wait: a signal the kernel hands to another thread (gRPC's, or the bootstrap's)
+    # only runs its Python handler once this thread wakes up, and an untimed wait never does.
+    while not stopping.wait(timeout=0.2):
+        pass
     log.info("shutting down (grace %.1f s)", cfg.grace_seconds)
     running.stop(cfg.grace_seconds)
     if failed:

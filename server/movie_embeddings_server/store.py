@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"[1-9][0-9]*")
 _TMP_PREFIX = ".tmp-"
 _LOCK_FILE = ".lock"
+STALE_STAGING_SECONDS = 3600.0  # a staging directory this old belongs to no live training
 METADATA = "metadata.json"
 WEIGHTS = "weights.npz"
 KERAS_MODEL = "model.keras"
@@ -71,8 +73,10 @@ class Store:
             if not (model_dir.is_dir() and _NAME_RE.fullmatch(model_dir.name)):
                 continue
             for version_dir in model_dir.iterdir():
+                if version_dir.name.startswith(_TMP_PREFIX):
+                    self._remove_if_stale(version_dir)
                 if not _VERSION_RE.fullmatch(version_dir.name):
-                    continue  # staging directories of unfinished (or crashed) trainings
+                    continue
                 try:
                     served = self._read(model_dir.name, int(version_dir.name))
                 except Exception as exc:  # any damage: keep serving the rest
@@ -81,6 +85,14 @@ class Store:
                 self._register(served)
                 count += 1
         return count
+
+    @staticmethod
+    def _remove_if_stale(staged: Path) -> None:
+        """A staging directory left by a killed training; a recent one may be another
+        process's work in progress (replicas can share a store), so it is left alone."""
+        if time.time() - staged.stat().st_mtime > STALE_STAGING_SECONDS:
+            log.info("removing %s, left by an unfinished training", staged)
+            shutil.rmtree(staged, ignore_errors=True)
 
     def _read(self, name: str, version: int) -> ServedModel:
         path = self.root / name / str(version)

@@ -58,13 +58,14 @@ class _Process:
         line = self.popen.stdout.readline()
         return json.loads(line) if line else None
 
-    def close(self, timeout: float) -> None:
-        """End of input makes it stop and exit; killed if it has not within `timeout`."""
+    def close(self) -> None:
+        """Stop it; called between jobs (or once it has failed), when it holds no work."""
         with self._send_lock:
             assert self.popen.stdin is not None
             self.popen.stdin.close()
+        self.popen.terminate()
         try:
-            self.popen.wait(timeout)
+            self.popen.wait(KILL_AFTER)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
@@ -183,7 +184,7 @@ class Trainer:
             if keep:
                 self._idle.append(process)
         if not keep:
-            process.close(KILL_AFTER)
+            process.close()
         self._slots.release()
 
     def train(
@@ -208,4 +209,4 @@ class Trainer:
         for job in jobs:
             job.cancel()
         for process in idle:
-            process.close(KILL_AFTER)
+            process.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -186,6 +188,17 @@ def test_staged_but_uncommitted_version_is_invisible(tmp_path: Path) -> None:
     np.testing.assert_array_equal(fresh.resolve("default", 0).embedding, _weights(0)["embedding"])
     # ... and the leftover does not disturb the numbering of the next version.
     assert _save(fresh, seed=2).version == 2
+
+
+def test_a_stale_staging_directory_is_removed_at_load_a_recent_one_kept(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    stale = s.stage("default", None, _weights(1), _meta(1))
+    recent = s.stage("default", None, _weights(2), _meta(2))
+    old = time.time() - store.STALE_STAGING_SECONDS - 60
+    os.utime(stale, (old, old))
+    assert Store(tmp_path).load_all() == 0
+    assert not stale.exists()
+    assert recent.exists()  # perhaps another replica's training in progress
 
 
 def test_staged_version_of_a_new_name_is_invisible(tmp_path: Path) -> None:
