@@ -3,6 +3,7 @@ much, and through shutdown; every call leaves one log line."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import ServerProcess, start_server
+from conftest import ServerProcess, child_pids, start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import movie_embeddings as me
@@ -195,3 +196,19 @@ def test_a_damaged_version_is_skipped_with_a_warning_and_the_server_starts(
         assert "/default/78" in log
     finally:
         assert proc.stop() == 0
+
+
+def test_a_trainer_process_killed_mid_train_fails_that_train_only(own: ServerProcess) -> None:
+    with me.Client(own.target) as client:
+        stream = client.train("doomed", num_watchers=20_000, epochs=100, seed=1)
+        assert isinstance(next(stream), me.TrainProgress)
+        (trainer,) = child_pids(own.process.pid)
+        os.kill(trainer, signal.SIGKILL)
+        with pytest.raises(me.ServerError, match="internal error"):
+            list(stream)
+        # A fresh trainer process takes the next Train; queries never noticed.
+        assert client.movie_vector(1).shape == (5,)
+        info = list(client.train("after", num_watchers=100, epochs=1, seed=1))[-1]
+        assert info.ref == me.ModelRef("after", 1)
+        assert "doomed" not in {m.name for m in client.list_models()}
+    assert "the trainer process exited (code -9)" in own.log_text()
