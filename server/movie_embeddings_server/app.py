@@ -49,6 +49,7 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # given: mutual TLS, clients need a certificate it signed
     auth_token: str | None = None  # given: Train needs `authorization: Bearer <token>`
     auth_all: bool = False  # and so does every RPC of the service (health, reflection stay open)
+    access_log: bool = False  # a log line for every call, not only for failed ones
 
 
 @dataclass
@@ -102,7 +103,7 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
         ],
     )
     pb_grpc.add_MovieEmbeddingServiceServicer_to_server(
-        MovieEmbeddingServicer(store, trainer, cfg.limits), server
+        MovieEmbeddingServicer(store, trainer, cfg.limits, cfg.access_log), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

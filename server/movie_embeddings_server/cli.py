@@ -132,6 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             tls_client_ca=_path(args.tls_client_ca),
             auth_token=args.auth_token,
             auth_all=args.auth_all,
+            access_log=args.access_log,
         )
     )
 
@@ -346,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth-all",
         action="store_true",
         help="require the token on every RPC of the service (health and reflection stay open)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line (RPC, status code, duration) for every call; without it, only for "
+        "failed calls (each line costs ~10 us of the call)",
     )
     serve.add_argument(
         "--log-level",

@@ -52,7 +52,9 @@ def rss_mb(pid: int) -> float:
 
 def child_pids(pid: int) -> list[int]:
     """The processes `pid` started (its trainer process, for a server)."""
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    # Each thread lists the children it forked, and any thread may start a trainer process.
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return sorted(int(c) for task in tasks for c in (task / "children").read_text().split())
 
 
 def wait_serving(

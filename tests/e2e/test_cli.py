@@ -49,6 +49,7 @@ OPTIONS = {
         "--tls-client-ca",
         "--auth-token",
         "--auth-all",
+        "--access-log",
         "--log-level",
     ],
     "train": [

@@ -150,16 +150,33 @@ def test_garbage_bytes_get_a_clean_error_and_the_server_goes_on(own: ServerProce
         assert client.movie_vector(0).shape == (5,)
 
 
-def test_each_call_leaves_one_log_line_with_its_code_and_duration(own: ServerProcess) -> None:
-    with me.Client(own.target) as client:
+def _calls(target: str) -> None:
+    with me.Client(target) as client:
         client.movie_vector(2)
         with pytest.raises(me.NotFound):
             client.movie_vector(999)
         client.list_models()
+
+
+def test_a_failed_call_leaves_a_log_line_with_its_code_and_duration(own: ServerProcess) -> None:
+    _calls(own.target)
     text = own.log_text()
-    assert re.search(r"GetMovieVector OK \d+\.\d+ ms", text)
     assert re.search(r"GetMovieVector NOT_FOUND \d+\.\d+ ms", text)
-    assert re.search(r"ListModels OK \d+\.\d+ ms", text)
+    assert not re.search(r" OK \d+\.\d+ ms", text)  # no access log unless asked for
+
+
+def test_access_log_has_a_line_for_every_call(server: ServerProcess, tmp_path: Path) -> None:
+    proc = _copy(server, tmp_path, "--access-log")
+    try:
+        _calls(proc.target)
+        lines = re.findall(r"(\w+) (OK|NOT_FOUND) \d+\.\d+ ms", proc.log_text())
+        assert lines == [
+            ("GetMovieVector", "OK"),
+            ("GetMovieVector", "NOT_FOUND"),
+            ("ListModels", "OK"),
+        ]
+    finally:
+        assert proc.stop() == 0
 
 
 def test_sigterm_turns_health_not_serving_then_exits_0(
