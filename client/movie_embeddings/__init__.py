@@ -1,6 +1,6 @@
 """Python SDK of the movie-embeddings gRPC server."""
 
-from .client import DEFAULT_TARGET, Client
+from .client import DEFAULT_TARGET, AsyncClient, Client
 from .errors import (
     ERROR_FOR_CODE,
     Aborted,
@@ -36,6 +36,7 @@ __all__ = [
     "ERROR_FOR_CODE",
     "Aborted",
     "AlreadyExists",
+    "AsyncClient",
     "Cancelled",
     "Client",
     "DeadlineExceeded",

@@ -1,13 +1,17 @@
-"""The synchronous SDK client."""
+"""The SDK clients: `Client` (blocking) and `AsyncClient` (asyncio), with the same methods,
+arguments and return types; what each call sends and reads lives once, in _calls.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, TypeVar, Unpack
 
 import grpc
+import grpc.aio
 import numpy as np
+from grpc_health.v1 import health_pb2_grpc
 
+from . import _calls as calls
 from . import _convert as convert
 from .errors import from_rpc_error
 from .types import (
@@ -18,19 +22,52 @@ from .types import (
     TrainProgress,
     Watcher,
 )
-from .v1 import movie_embeddings_pb2 as pb
 from .v1 import movie_embeddings_pb2_grpc as pb_grpc
 
+T = TypeVar("T")
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0  # seconds, for every call but Train
+# A method's `timeout` when not given: the client's. Distinct from None, which means no
+# deadline at all.
 _UNSET: Any = object()
 
 
-class Client:
+class _Connection:
+    """The channel, stub, metadata and default deadline both clients share."""
+
+    def __init__(
+        self,
+        module: Any,
+        target: str,
+        timeout: float | None,
+        token: str | None,
+        tls: bool,
+        root_certificates: bytes | None,
+        certificate_chain: bytes | None,
+        private_key: bytes | None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = calls.open_channel(
+            module, target, tls, root_certificates, certificate_chain, private_key
+        )
+        self._metadata = calls.bearer(token)
+        self._stub = pb_grpc.MovieEmbeddingServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _method(self, call: calls.Call[Any]) -> Any:
+        return getattr(self._health if call.health else self._stub, call.method)
+
+    def _deadline(self, timeout: Any) -> float | None:
+        return self.timeout if timeout is _UNSET else timeout
+
+
+class Client(_Connection):
     """A connection to a movie-embeddings server; use it as a context manager.
 
     `timeout` is the deadline in seconds of each query (None = no deadline); each
-    method also takes `timeout=` to override it for one call. Failed calls raise
+    method also takes `timeout=` to override it for one call. Reads are retried on
+    UNAVAILABLE with backoff within that deadline; Train never is. Failed calls raise
     subclasses of `movie_embeddings.MovieEmbeddingsError`.
 
     `token` is sent as `authorization: Bearer <token>` on every call. TLS is on when `tls`
@@ -49,17 +86,9 @@ class Client:
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
     ):
-        self.target = target
-        self.timeout = timeout
-        if tls or root_certificates or certificate_chain:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates, private_key, certificate_chain
-            )
-            self._channel = grpc.secure_channel(target, credentials)
-        else:
-            self._channel = grpc.insecure_channel(target)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._stub = pb_grpc.MovieEmbeddingServiceStub(self._channel)
+        super().__init__(
+            grpc, target, timeout, token, tls, root_certificates, certificate_chain, private_key
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -70,65 +99,29 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any, timeout: Any) -> Any:
+    def _run(self, call: calls.Call[T], timeout: Any) -> T:
         try:
-            return getattr(self._stub, method)(
-                request,
-                timeout=self.timeout if timeout is _UNSET else timeout,
-                metadata=self._metadata,
+            response = self._method(call)(
+                call.request, timeout=self._deadline(timeout), metadata=self._metadata
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
+        return call.read(response)
 
     def train(
         self,
         model: str = "default",
         *,
-        num_watchers: int | None = None,
-        num_movies: int | None = None,
-        num_types: int | None = None,
-        seed: int | None = None,
-        preset: str | None = None,
-        embedding_dim: int | None = None,
-        hidden_units: int | None = None,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        learning_rate: float | None = None,
-        validation_fraction: float | None = None,
-        embedding_initializer: str | None = None,
-        embedding_l2: float | None = None,
-        early_stopping_patience: int | None = None,
-        learning_rate_schedule: str | None = None,
         timeout: float | None = None,
+        **settings: Unpack[calls.TrainSettings],
     ) -> Iterator[TrainProgress | ModelInfo]:
         """Train a new version of `model`: yields a TrainProgress per epoch, then its ModelInfo.
 
-        None means the server's default: the preset's ("default" unless
-        `preset="notebook"`, the notebook's settings exactly). Stopping the iteration
-        early (or `timeout` seconds passing) cancels the training.
+        `settings` (num_watchers, seed, preset, epochs, learning_rate, ...: see TrainSettings)
+        left out or None take the server's defaults. Stopping the iteration early (or
+        `timeout` seconds passing; default: no deadline) cancels the training.
         """
-        request = convert.train_request(
-            model,
-            {
-                "num_watchers": num_watchers,
-                "num_movies": num_movies,
-                "num_types": num_types,
-                "seed": seed,
-            },
-            {
-                "preset": preset,
-                "embedding_dim": embedding_dim,
-                "hidden_units": hidden_units,
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "learning_rate": learning_rate,
-                "validation_fraction": validation_fraction,
-                "embedding_initializer": embedding_initializer,
-                "embedding_l2": embedding_l2,
-                "early_stopping_patience": early_stopping_patience,
-                "learning_rate_schedule": learning_rate_schedule,
-            },
-        )
+        request = calls.train_request(model, settings)
         stream = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             for response in stream:
@@ -142,8 +135,7 @@ class Client:
         self, movie_id: int, *, model: convert.ModelArg = None, timeout: Any = _UNSET
     ) -> np.ndarray:
         """The vector of one movie (float32, embedding_dim values)."""
-        request = pb.GetMovieVectorRequest(model=convert.model_ref(model), movie_id=movie_id)
-        return convert.vector(self._call("GetMovieVector", request, timeout).vector)
+        return self._run(calls.movie_vector(movie_id, model), timeout)
 
     def movie_vectors(
         self,
@@ -153,13 +145,7 @@ class Client:
         timeout: Any = _UNSET,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, matrix) for the given movies, or for all movies when `movie_ids` is None/empty."""
-        request = pb.BatchGetMovieVectorsRequest(
-            model=convert.model_ref(model), movie_ids=list(movie_ids or ())
-        )
-        response = self._call("BatchGetMovieVectors", request, timeout)
-        ids = np.array([v.movie_id for v in response.vectors], dtype=np.int64)
-        matrix = np.array([v.vector for v in response.vectors], dtype=np.float32)
-        return ids, matrix.reshape(len(ids), -1)
+        return self._run(calls.movie_vectors(movie_ids, model), timeout)
 
     def nearest_movies(
         self,
@@ -173,8 +159,7 @@ class Client:
         timeout: Any = _UNSET,
     ) -> list[Neighbor]:
         """The k movies nearest to `movie_id` (never itself) or to `vector`, best first."""
-        request = convert.nearest_request(model, movie_id, vector, k, metric, exclude)
-        return convert.neighbors(self._call("NearestMovies", request, timeout))
+        return self._run(calls.nearest_movies(movie_id, vector, k, metric, exclude, model), timeout)
 
     def reconstruct(
         self,
@@ -189,7 +174,7 @@ class Client:
     ) -> Reconstruction:
         """The model's output for one watcher, with its `top_k` best movies not yet liked."""
         watcher = Watcher(age_years, education, liked_movie_ids, ratings)
-        return self.reconstruct_many([watcher], top_k=top_k, model=model, timeout=timeout)[0]
+        return self._run(calls.reconstruct(watcher, top_k, model), timeout)
 
     def reconstruct_many(
         self,
@@ -200,13 +185,7 @@ class Client:
         timeout: Any = _UNSET,
     ) -> list[Reconstruction]:
         """The model's output for several watchers in one call, in order."""
-        request = pb.ReconstructRequest(
-            model=convert.model_ref(model),
-            watchers=[convert.watcher(w) for w in watchers],
-            top_k=top_k,
-        )
-        response = self._call("Reconstruct", request, timeout)
-        return [convert.reconstruction(r) for r in response.reconstructions]
+        return self._run(calls.reconstruct_many(watchers, top_k, model), timeout)
 
     def reconstruct_batch(
         self,
@@ -222,16 +201,168 @@ class Client:
 
         `ratings` is (watchers, movies) in [0, 1]; one age and education per watcher.
         """
-        request = convert.batch_request(model, ratings, age_years, education, top_k)
-        response = self._call("Reconstruct", request, timeout)
-        return convert.reconstruction_batch(response.batch, len(request.batch.age_years), top_k)
+        call = calls.reconstruct_batch(ratings, age_years, education, top_k, model)
+        return self._run(call, timeout)
 
     def list_models(self, name: str | None = None, *, timeout: Any = _UNSET) -> list[ModelInfo]:
         """Every stored version (of one model when `name` is given)."""
-        response = self._call("ListModels", pb.ListModelsRequest(name=name or ""), timeout)
-        return [convert.model_info(m) for m in response.models]
+        return self._run(calls.list_models(name), timeout)
 
     def get_model(self, model: convert.ModelArg = None, *, timeout: Any = _UNSET) -> ModelInfo:
         """One version; None = the newest version of "default"."""
-        request = pb.GetModelRequest(model=convert.model_ref(model))
-        return convert.model_info(self._call("GetModel", request, timeout).model)
+        return self._run(calls.get_model(model), timeout)
+
+    def health(self, service: str = "", *, timeout: Any = _UNSET) -> str:
+        """The server's health (grpc.health.v1): "SERVING", "NOT_SERVING", ...; `service`
+        "" is the whole server, "movie_embeddings.v1.MovieEmbeddingService" the service."""
+        return self._run(calls.health(service), timeout)
+
+
+class AsyncClient(_Connection):
+    """`Client` for asyncio (grpc.aio): the same arguments, methods and values, awaited;
+    `train` is an async iterator. Use it as an async context manager, in one event loop."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+    ):
+        super().__init__(
+            grpc.aio,
+            target,
+            timeout,
+            token,
+            tls,
+            root_certificates,
+            certificate_chain,
+            private_key,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _run(self, call: calls.Call[T], timeout: Any) -> T:
+        try:
+            response = await self._method(call)(
+                call.request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return call.read(response)
+
+    async def train(
+        self,
+        model: str = "default",
+        *,
+        timeout: float | None = None,
+        **settings: Unpack[calls.TrainSettings],
+    ) -> AsyncIterator[TrainProgress | ModelInfo]:
+        """As Client.train; leaving the `async for` early cancels the training."""
+        request = calls.train_request(model, settings)
+        stream = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for response in stream:
+                yield convert.train_event(response)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            stream.cancel()
+
+    async def movie_vector(
+        self, movie_id: int, *, model: convert.ModelArg = None, timeout: Any = _UNSET
+    ) -> np.ndarray:
+        """As Client.movie_vector."""
+        return await self._run(calls.movie_vector(movie_id, model), timeout)
+
+    async def movie_vectors(
+        self,
+        movie_ids: Sequence[int] | None = None,
+        *,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As Client.movie_vectors."""
+        return await self._run(calls.movie_vectors(movie_ids, model), timeout)
+
+    async def nearest_movies(
+        self,
+        movie_id: int | None = None,
+        *,
+        vector: np.ndarray | Sequence[float] | None = None,
+        k: int = 10,
+        metric: str = "cosine",
+        exclude: Sequence[int] = (),
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> list[Neighbor]:
+        """As Client.nearest_movies."""
+        call = calls.nearest_movies(movie_id, vector, k, metric, exclude, model)
+        return await self._run(call, timeout)
+
+    async def reconstruct(
+        self,
+        liked_movie_ids: Sequence[int] = (),
+        *,
+        ratings: np.ndarray | Sequence[float] | None = None,
+        age_years: float,
+        education: int,
+        top_k: int = 0,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> Reconstruction:
+        """As Client.reconstruct."""
+        watcher = Watcher(age_years, education, liked_movie_ids, ratings)
+        return await self._run(calls.reconstruct(watcher, top_k, model), timeout)
+
+    async def reconstruct_many(
+        self,
+        watchers: Sequence[Watcher],
+        *,
+        top_k: int = 0,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> list[Reconstruction]:
+        """As Client.reconstruct_many."""
+        return await self._run(calls.reconstruct_many(watchers, top_k, model), timeout)
+
+    async def reconstruct_batch(
+        self,
+        ratings: np.ndarray,
+        *,
+        age_years: Sequence[float] | np.ndarray,
+        education: Sequence[int] | np.ndarray,
+        top_k: int = 0,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> ReconstructionBatch:
+        """As Client.reconstruct_batch."""
+        call = calls.reconstruct_batch(ratings, age_years, education, top_k, model)
+        return await self._run(call, timeout)
+
+    async def list_models(
+        self, name: str | None = None, *, timeout: Any = _UNSET
+    ) -> list[ModelInfo]:
+        """As Client.list_models."""
+        return await self._run(calls.list_models(name), timeout)
+
+    async def get_model(
+        self, model: convert.ModelArg = None, *, timeout: Any = _UNSET
+    ) -> ModelInfo:
+        """As Client.get_model."""
+        return await self._run(calls.get_model(model), timeout)
+
+    async def health(self, service: str = "", *, timeout: Any = _UNSET) -> str:
+        """As Client.health."""
+        return await self._run(calls.health(service), timeout)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"  # where gRPC carries a google.rpc.Status
 
 
 class MovieEmbeddingsError(Exception):
@@ -15,7 +20,20 @@ class MovieEmbeddingsError(Exception):
 
 
 class InvalidArgument(MovieEmbeddingsError):
-    """A request field is malformed or out of bounds."""
+    """A request field is malformed or out of bounds.
+
+    `field_violations` lists (field, description) pairs, from the google.rpc.BadRequest
+    details the server attaches, e.g. [("movie_id", "movie ids must be >= 0, got -1")].
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        field_violations: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message, code)
+        self.field_violations = field_violations or []
 
 
 class NotFound(MovieEmbeddingsError):
@@ -86,8 +104,25 @@ ERROR_FOR_CODE: dict[grpc.StatusCode, type[MovieEmbeddingsError]] = {
 }
 
 
+def _field_violations(trailing_metadata: Any) -> list[tuple[str, str]]:
+    """The BadRequest field violations in a call's rich status (grpc-status-details-bin)."""
+    found = []
+    for key, value in trailing_metadata or ():
+        if key != STATUS_DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            bad_request = error_details_pb2.BadRequest()
+            if detail.Unpack(bad_request):
+                found += [(v.field, v.description) for v in bad_request.field_violations]
+    return found
+
+
 def from_rpc_error(exc: grpc.RpcError) -> MovieEmbeddingsError:
-    """The SDK exception for a failed call (raise it `from exc`)."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
-    return ERROR_FOR_CODE.get(code, ServerError)(details, code)
+    """The SDK exception for a failed call (raise it `from exc`); sync or asyncio calls."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    cls = ERROR_FOR_CODE.get(code, ServerError)
+    if cls is InvalidArgument and hasattr(exc, "trailing_metadata"):
+        return InvalidArgument(details, code, _field_violations(exc.trailing_metadata()))
+    return cls(details, code)

@@ -10,6 +10,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,6 +21,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from . import config
 from .errors import Cancelled
+from .metrics import Metrics
 from .security import TokenAuth, server_credentials
 from .servicer import MovieEmbeddingServicer
 from .store import Store
@@ -50,6 +52,7 @@ class ServerConfig:
     auth_token: str | None = None  # given: Train needs `authorization: Bearer <token>`
     auth_all: bool = False  # and so does every RPC of the service (health, reflection stay open)
     access_log: bool = False  # a log line for every call, not only for failed ones
+    metrics_port: int | None = None  # given: Prometheus metrics on http://host:port/metrics
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Running:
     store: Store
     trainer: Trainer
     health: health.HealthServicer
+    metrics_http: Any = None  # the HTTP server of /metrics, when on
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -77,6 +81,13 @@ class Running:
         stopped = self.server.stop(grace)  # refuses new calls from now on
         self.trainer.close()  # a running Train ends CANCELLED, its version unwritten
         stopped.wait()
+        if self.metrics_http:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
+
+
+def _ignore(_: str) -> None:
+    pass
 
 
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
@@ -84,7 +95,8 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     store = Store(cfg.data_dir)
     loaded = store.load_all()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
-    trainer = Trainer(store, cfg.max_concurrent_trains)
+    metrics = Metrics(store) if cfg.metrics_port is not None else None
+    trainer = Trainer(store, cfg.max_concurrent_trains, metrics.training if metrics else _ignore)
     # Threads, not grpc.aio: a bare asyncio server answered ~1.25x slower than a threaded one
     # here (benchmarks/serve_bench.py). Few threads: handlers hold the GIL, and 16 workers
     # contending for it gave ~0.7x a bare server's throughput with 8 callers, one per core
@@ -103,7 +115,7 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
         ],
     )
     pb_grpc.add_MovieEmbeddingServiceServicer_to_server(
-        MovieEmbeddingServicer(store, trainer, cfg.limits, cfg.access_log), server
+        MovieEmbeddingServicer(store, trainer, cfg.limits, cfg.access_log, metrics), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -120,6 +132,9 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     if port == 0:
         raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
     running = Running(server, port, store, trainer, health_servicer)
+    if metrics and cfg.metrics_port is not None:
+        running.metrics_http = metrics.serve(cfg.host, cfg.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", cfg.host, running.metrics_http.server_port)
     running.set_serving(not store.is_empty())
     return server, running
 

@@ -133,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             auth_token=args.auth_token,
             auth_all=args.auth_all,
             access_log=args.access_log,
+            metrics_port=args.metrics_port,
         )
     )
 
@@ -267,6 +268,12 @@ def cmd_models(client: me.Client, args: argparse.Namespace) -> None:
         print(_describe(info))
 
 
+def cmd_health(client: me.Client, args: argparse.Namespace) -> int:
+    status = client.health(args.service)
+    print(json.dumps({"status": status}) if args.json else status)
+    return 0 if status == "SERVING" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="movie-embeddings",
@@ -347,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth-all",
         action="store_true",
         help="require the token on every RPC of the service (health and reflection stay open)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (HOST is --host; 0 picks a "
+        "free port, logged at start; default: off)",
     )
     serve.add_argument(
         "--access-log",
@@ -506,6 +520,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="List stored model versions with their configs and metrics.",
     )
     models.add_argument("--name", default=None, help="only versions of this model")
+
+    health = sub.add_parser(
+        "health",
+        parents=[common],
+        help="check the server's health; exit 0 only when SERVING",
+        description="Call the gRPC health service (grpc.health.v1 Check) and print the status; "
+        "exit 0 when SERVING, 1 otherwise (NOT_SERVING, unknown service, unreachable). "
+        "For container and load-balancer health checks.",
+    )
+    health.add_argument(
+        "--service",
+        default="",
+        help="service to check: '' (default) is the whole server; "
+        "movie_embeddings.v1.MovieEmbeddingService the embedding service",
+    )
     return parser
 
 
@@ -516,6 +545,7 @@ CLIENT_COMMANDS = {
     "reconstruct": cmd_reconstruct,
     "models": cmd_models,
     "plot": cmd_plot,
+    "health": cmd_health,
 }
 
 
@@ -543,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             certificate_chain=_read(args.tls_cert),
             private_key=_read(args.tls_key),
         ) as client:
-            CLIENT_COMMANDS[args.command](client, args)
+            return CLIENT_COMMANDS[args.command](client, args) or 0
     except me.MovieEmbeddingsError as exc:
         code = exc.code.name if exc.code else "ERROR"
         print(f"error: {code}: {exc}", file=sys.stderr)
@@ -557,7 +587,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from . import config, errors
 from .inference import ServedModel
+from .metrics import Metrics
 from .store import Store, check_name
 from .trainer import Trainer
 
@@ -69,7 +70,9 @@ def _abort(context: grpc.ServicerContext, exc: Exception, code: grpc.StatusCode)
 
 
 @contextlib.contextmanager
-def _rpc(name: str, context: grpc.ServicerContext, log_ok: bool) -> Iterator[None]:
+def _rpc(
+    name: str, context: grpc.ServicerContext, log_ok: bool, metrics: Metrics | None
+) -> Iterator[None]:
     """One call: domain errors become their status codes, anything else INTERNAL (never
     UNKNOWN, never a traceback to the client). A log line with the code and duration for
     every failed call, and (`log_ok`) for every call: ~10 us each, so off by default."""
@@ -88,8 +91,11 @@ def _rpc(name: str, context: grpc.ServicerContext, log_ok: bool) -> Iterator[Non
         log.exception("%s failed", name)  # the traceback stays in the server's log
         context.abort(code, f"{name}: internal error (see the server log)")
     finally:
+        seconds = time.perf_counter() - started
         if log_ok or code != grpc.StatusCode.OK:
-            log.info("%s %s %.2f ms", name, code.name, (time.perf_counter() - started) * 1000)
+            log.info("%s %s %.2f ms", name, code.name, seconds * 1000)
+        if metrics:
+            metrics.call(name, code.name, seconds)
 
 
 def _handler(fn: Callable) -> Callable:
@@ -97,12 +103,12 @@ def _handler(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        with _rpc(fn.__name__, context, self.access_log):
+        with _rpc(fn.__name__, context, self.access_log, self.metrics):
             return fn(self, request, context)
 
     @functools.wraps(fn)
     def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _rpc(fn.__name__, context, self.access_log):
+        with _rpc(fn.__name__, context, self.access_log, self.metrics):
             yield from fn(self, request, context)
 
     return streaming if inspect.isgeneratorfunction(fn) else unary
@@ -151,12 +157,18 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
     """Thin: each RPC resolves the model, converts the request, calls the domain, converts back."""
 
     def __init__(
-        self, store: Store, trainer: Trainer, limits: config.Limits, access_log: bool = False
+        self,
+        store: Store,
+        trainer: Trainer,
+        limits: config.Limits,
+        access_log: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.trainer = trainer
         self.limits = limits
         self.access_log = access_log
+        self.metrics = metrics
 
     @_handler
     def Train(

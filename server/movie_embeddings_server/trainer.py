@@ -117,6 +117,7 @@ class TrainJob:
 
     def __iter__(self) -> Iterator[Epoch | ServedModel]:
         message = None
+        outcome = "failed"
         try:
             while (message := self._process.receive()) is not None and "epoch" in message:
                 yield Epoch(**message["epoch"])
@@ -124,10 +125,13 @@ class TrainJob:
             if message is not None and "staged" in message:
                 staged = Path(message["staged"])
                 if not cancelled:
-                    yield self._trainer.store.commit(self.name, staged)
+                    served = self._trainer.store.commit(self.name, staged)
+                    outcome = "finished"
+                    yield served
                     return
                 self._trainer.store.discard(staged)
             if cancelled or (message is not None and "cancelled" in message):
+                outcome = "cancelled"
                 raise Cancelled("training was cancelled")
             if message is None:
                 raise RuntimeError(
@@ -136,6 +140,7 @@ class TrainJob:
             raise RuntimeError(f"training {self.name!r} failed: {message['error']}")
         finally:
             if not self._ended:  # the caller stopped listening: stop the work it asked for
+                outcome = "cancelled"
                 self.cancel()
                 while (message := self._process.receive()) is not None and "epoch" in message:
                     pass
@@ -143,14 +148,22 @@ class TrainJob:
                     self._trainer.store.discard(Path(message["staged"]))
                 self._end()
             # A process that answered to the end can take the next job.
-            self._trainer._release(self, self._process, healthy=message is not None)
+            self._trainer._release(self, self._process, message is not None, outcome)
 
 
 class Trainer:
     """Runs at most `max_concurrent` trainings at once, each in a trainer process."""
 
-    def __init__(self, store: Store, max_concurrent: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_concurrent: int = 1,
+        on_outcome: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        """`on_outcome` hears of each training: "started", then "finished", "cancelled" or
+        "failed"."""
         self.store = store
+        self._on_outcome = on_outcome
         self.max_concurrent = max_concurrent
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._lock = threading.Lock()
@@ -186,9 +199,11 @@ class Trainer:
         train = {"name": name, "synthetic": asdict(synthetic), "spec": asdict(spec)}
         process.send(id=job._id, train=train)
         log.info("training %r in trainer process %d", name, job.pid)
+        self._on_outcome("started")
         return job
 
-    def _release(self, job: TrainJob, process: _Process, healthy: bool) -> None:
+    def _release(self, job: TrainJob, process: _Process, healthy: bool, outcome: str) -> None:
+        self._on_outcome(outcome)
         process.jobs += 1
         with self._lock:
             self._jobs.discard(job)

@@ -49,6 +49,7 @@ OPTIONS = {
         "--tls-client-ca",
         "--auth-token",
         "--auth-all",
+        "--metrics-port",
         "--access-log",
         "--log-level",
     ],
@@ -82,6 +83,7 @@ OPTIONS = {
         "--top-k",
     ],
     "models": [*COMMON, "--name"],
+    "health": [*COMMON, "--service"],
     "plot": [*WITH_MODEL, "--output"],
 }
 
@@ -420,3 +422,19 @@ def test_plot_writes_a_png_of_the_vectors_and_the_loss_curves(
     height, width = image.shape[:2]
     assert (width, height) == (1300, 600)  # 13 x 6 inches at 100 dpi: both panels
     assert image.std() > 0.05  # drawn on, not a blank canvas
+
+
+def test_health_exits_0_only_when_serving(server: ServerProcess) -> None:
+    assert call(server, "health").stdout == "SERVING\n"
+    assert call_json(
+        server, "health", "--service", "movie_embeddings.v1.MovieEmbeddingService"
+    ) == {"status": "SERVING"}
+    unknown = run_cli("health", "--target", server.target, "--service", "no.such.Service")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: NOT_FOUND")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    down = run_cli("health", "--target", dead, "--timeout", "2")
+    assert down.returncode == 1
+    assert down.stderr.startswith("error: UNAVAILABLE")

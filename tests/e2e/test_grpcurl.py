@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ServerProcess, grpcurl_path
+from conftest import ServerProcess, assert_model_info_json, grpcurl_path
 
 import movie_embeddings as me
 
@@ -173,30 +173,8 @@ def movie_id(message: dict[str, Any]) -> int:
 
 
 def assert_model_info(got: dict[str, Any], info: me.ModelInfo) -> None:
-    assert got["ref"] == {"name": info.name, "version": str(info.version)}
     created = datetime.fromisoformat(got["create_time"].replace("Z", "+00:00"))
-    assert created == info.create_time
-    s = got["synthetic"]
-    assert (s["num_watchers"], s["num_movies"], s["num_types"]) == (
-        info.synthetic.num_watchers,
-        info.synthetic.num_movies,
-        info.synthetic.num_types,
-    )
-    assert s.get("seed", "0") == str(info.synthetic.seed)
-    t = got["training"]
-    assert t["preset"] == f"PRESET_{info.training.preset.upper()}"
-    assert (t["embedding_dim"], t["hidden_units"], t["epochs"], t["batch_size"]) == (
-        info.training.embedding_dim,
-        info.training.hidden_units,
-        info.training.epochs,
-        info.training.batch_size,
-    )
-    assert got["metrics"] == dict(info.metrics)
-    assert got["num_movies"] == info.num_movies
-    assert got["embedding_dim"] == info.embedding_dim
-    assert got["state"] == "MODEL_STATE_READY"
-    assert got["age_mean"] == info.age_mean
-    assert got["age_std"] == info.age_std
+    assert_model_info_json(got, info, created)
 
 
 def test_list_shows_the_services(server: ServerProcess) -> None:

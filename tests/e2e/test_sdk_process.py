@@ -1,9 +1,11 @@
-"""Every RPC through the SDK against a real `movie-embeddings serve` process."""
+"""Every RPC through the SDK against a real `movie-embeddings serve` process, each test run
+once with `Client` and once with `AsyncClient`."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +50,54 @@ def assert_same_ranking(
     for n in got:
         assert abs(n.score - scores[n.movie_id]) <= SCORE_TOLERANCE, (n, scores[n.movie_id])
     assert all(a.score >= b.score for a, b in itertools.pairwise(got)), got
+
+
+class Blocking:
+    """An AsyncClient driven by these synchronous tests: every call runs to completion on one
+    event loop, so each test checks AsyncClient exactly as it checks Client."""
+
+    def __init__(self, target: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._async = self._loop.run_until_complete(self._open(target))
+
+    @staticmethod
+    async def _open(target: str) -> me.AsyncClient:
+        return me.AsyncClient(target)  # its channel belongs to the running loop
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._async, name)
+        if name == "train":
+            return self._train
+        if not callable(attribute):
+            return attribute
+        return lambda *args, **kwargs: self._loop.run_until_complete(attribute(*args, **kwargs))
+
+    def _train(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        events = self._async.train(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._loop.run_until_complete(anext(events))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._loop.run_until_complete(events.aclose())  # leaving early cancels it
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._async.close())
+        self._loop.close()
+
+
+@pytest.fixture(scope="module", params=["Client", "AsyncClient"])
+def client(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[Any]:
+    """Overrides conftest's: the SDK's two clients in turn."""
+    if request.param == "Client":
+        with me.Client(server.target) as sync:
+            yield sync
+        return
+    blocking = Blocking(server.target)
+    yield blocking
+    blocking.close()
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +408,41 @@ def test_the_default_preset_learns_meaningful_vectors(client: me.Client) -> None
     assert m["neighbour_purity"] == pytest.approx(
         np.mean(groups[nearest] == groups[:, None]), abs=0.02
     )
+
+
+def test_invalid_argument_exposes_the_field_violations(client: me.Client) -> None:
+    with pytest.raises(me.InvalidArgument) as caught:
+        client.nearest_movies(1, k=-1)
+    assert caught.value.field_violations == [("k", "must be >= 0, got -1")]
+    with pytest.raises(me.InvalidArgument) as caught:
+        client.reconstruct(ratings=[2.0] * NUM_MOVIES, age_years=30, education=1)
+    assert caught.value.field_violations == [
+        ("watchers[0].ratings", "must be finite and in [0, 1]")
+    ]
+
+
+def test_health(client: me.Client) -> None:
+    assert client.health() == "SERVING"
+    assert client.health("movie_embeddings.v1.MovieEmbeddingService") == "SERVING"
+    with pytest.raises(me.NotFound):
+        client.health("no.such.Service")
+
+
+def test_leaving_an_async_train_early_cancels_it(server: ServerProcess) -> None:
+    async def first_epoch_then_leave() -> list[str]:
+        async with me.AsyncClient(server.target) as client:
+            async for event in client.train("asyncleft", num_watchers=20_000, epochs=50):
+                assert isinstance(event, me.TrainProgress)
+                break
+            # The slot frees once the trainer has stopped; then a Train is accepted again.
+            for _ in range(100):
+                try:
+                    async for _ in client.train("asyncnext", num_watchers=100, epochs=1):
+                        pass
+                    break
+                except me.ResourceExhausted:
+                    await asyncio.sleep(0.2)
+            return [m.name for m in await client.list_models()]
+
+    names = asyncio.run(first_epoch_then_leave())
+    assert "asyncnext" in names and "asyncleft" not in names

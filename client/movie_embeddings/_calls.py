@@ -1,0 +1,189 @@
+"""What each SDK method sends and how it reads the answer, shared by Client and AsyncClient,
+and the channel both open: TLS or not, and a service config that retries reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2
+
+from . import _convert as convert
+from .types import ModelInfo, Neighbor, Reconstruction, ReconstructionBatch, Watcher
+from .v1 import movie_embeddings_pb2 as pb
+
+T = TypeVar("T")
+SERVICE = pb.DESCRIPTOR.services_by_name["MovieEmbeddingService"].full_name
+READS = [
+    "GetMovieVector",
+    "BatchGetMovieVectors",
+    "NearestMovies",
+    "Reconstruct",
+    "ListModels",
+    "GetModel",
+]
+
+# Reads (never Train: it has effects) are retried by gRPC itself when the server is
+# UNAVAILABLE (not up yet, restarting, a connection lost): up to 4 attempts, backoff
+# 0.1 s doubling to 2 s, all within the call's deadline.
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": SERVICE, "method": m} for m in READS],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+CHANNEL_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG)]
+
+
+def open_channel(
+    module: Any,
+    target: str,
+    tls: bool,
+    root_certificates: bytes | None,
+    certificate_chain: bytes | None,
+    private_key: bytes | None,
+) -> Any:
+    """A channel from `module` (grpc or grpc.aio): TLS when asked or when a certificate is given."""
+    if tls or root_certificates or certificate_chain:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates, private_key, certificate_chain
+        )
+        return module.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    return module.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def bearer(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata that carries `token` on every call."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+class TrainSettings(TypedDict, total=False):
+    """What a Train may set; a missing (or None) one takes the server's default, the preset's
+    ("default" unless `preset="notebook"`, the notebook's settings exactly)."""
+
+    num_watchers: int | None
+    num_movies: int | None
+    num_types: int | None
+    seed: int | None
+    preset: str | None
+    embedding_dim: int | None
+    hidden_units: int | None
+    epochs: int | None
+    batch_size: int | None
+    learning_rate: float | None
+    validation_fraction: float | None
+    embedding_initializer: str | None
+    embedding_l2: float | None
+    early_stopping_patience: int | None
+    learning_rate_schedule: str | None
+
+
+_SYNTHETIC = ("num_watchers", "num_movies", "num_types", "seed")
+
+
+def train_request(model: str, settings: TrainSettings) -> pb.TrainRequest:
+    given: dict[str, Any] = dict(settings)
+    synthetic = {k: given.pop(k) for k in _SYNTHETIC if k in given}
+    return convert.train_request(model, synthetic, given)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One unary call: the RPC, its request, and how its response becomes the SDK's value."""
+
+    method: str
+    request: Any
+    read: Callable[[Any], T]
+    health: bool = False  # a call of grpc.health.v1.Health, not of the service
+
+
+def health(service: str) -> Call[str]:
+    request = health_pb2.HealthCheckRequest(service=service)
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name
+    return Call("Check", request, lambda r: status(r.status), health=True)
+
+
+def movie_vector(movie_id: int, model: convert.ModelArg) -> Call[np.ndarray]:
+    request = pb.GetMovieVectorRequest(model=convert.model_ref(model), movie_id=movie_id)
+    return Call("GetMovieVector", request, lambda r: convert.vector(r.vector))
+
+
+def movie_vectors(
+    movie_ids: Sequence[int] | None, model: convert.ModelArg
+) -> Call[tuple[np.ndarray, np.ndarray]]:
+    request = pb.BatchGetMovieVectorsRequest(
+        model=convert.model_ref(model), movie_ids=list(movie_ids or ())
+    )
+
+    def read(response: pb.BatchGetMovieVectorsResponse) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.array([v.movie_id for v in response.vectors], dtype=np.int64)
+        matrix = np.array([v.vector for v in response.vectors], dtype=np.float32)
+        return ids, matrix.reshape(len(ids), -1)
+
+    return Call("BatchGetMovieVectors", request, read)
+
+
+def nearest_movies(
+    movie_id: int | None,
+    vector: np.ndarray | Sequence[float] | None,
+    k: int,
+    metric: str,
+    exclude: Sequence[int],
+    model: convert.ModelArg,
+) -> Call[list[Neighbor]]:
+    request = convert.nearest_request(model, movie_id, vector, k, metric, exclude)
+    return Call("NearestMovies", request, convert.neighbors)
+
+
+def reconstruct_many(
+    watchers: Sequence[Watcher], top_k: int, model: convert.ModelArg
+) -> Call[list[Reconstruction]]:
+    request = pb.ReconstructRequest(
+        model=convert.model_ref(model),
+        watchers=[convert.watcher(w) for w in watchers],
+        top_k=top_k,
+    )
+    return Call(
+        "Reconstruct", request, lambda r: [convert.reconstruction(x) for x in r.reconstructions]
+    )
+
+
+def reconstruct(watcher: Watcher, top_k: int, model: convert.ModelArg) -> Call[Reconstruction]:
+    many = reconstruct_many([watcher], top_k, model)
+    return Call(many.method, many.request, lambda r: many.read(r)[0])
+
+
+def reconstruct_batch(
+    ratings: np.ndarray,
+    age_years: Sequence[float] | np.ndarray,
+    education: Sequence[int] | np.ndarray,
+    top_k: int,
+    model: convert.ModelArg,
+) -> Call[ReconstructionBatch]:
+    request = convert.batch_request(model, ratings, age_years, education, top_k)
+    n = len(request.batch.age_years)
+    return Call("Reconstruct", request, lambda r: convert.reconstruction_batch(r.batch, n, top_k))
+
+
+def list_models(name: str | None) -> Call[list[ModelInfo]]:
+    request = pb.ListModelsRequest(name=name or "")
+    return Call("ListModels", request, lambda r: [convert.model_info(m) for m in r.models])
+
+
+def get_model(model: convert.ModelArg) -> Call[ModelInfo]:
+    request = pb.GetModelRequest(model=convert.model_ref(model))
+    return Call("GetModel", request, lambda r: convert.model_info(r.model))
