@@ -4,6 +4,7 @@ and the channel both open: TLS or not, and a service config that retries reads."
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
@@ -32,6 +33,8 @@ READS = [
 # 0.1 s doubling to 2 s, all within the call's deadline.
 SERVICE_CONFIG = json.dumps(
     {
+        # Spread calls over every address of the target (replicas), not only the first.
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{"service": SERVICE, "method": m} for m in READS],
@@ -43,10 +46,35 @@ SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 CHANNEL_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG)]
+
+
+def grpc_target(target: str) -> tuple[str, str]:
+    """gRPC's target for ours, and the host name TLS should check: "HOST:PORT" as it is (a
+    DNS name with several addresses gets them all); "HOST1:PORT1,HOST2:PORT2" resolved to
+    one `ipv4:` (else `ipv6:`) list of addresses, the form gRPC takes several servers in."""
+    if "," not in target:
+        return target, ""
+    hosts = [part.strip().rpartition(":") for part in target.split(",")]
+    for family, scheme, form in (
+        (socket.AF_INET, "ipv4", "{}:{}"),
+        (socket.AF_INET6, "ipv6", "[{}]:{}"),
+    ):
+        try:
+            found = [
+                address
+                for host, _, port in hosts
+                for *_, address in socket.getaddrinfo(
+                    host.strip("[]"), int(port), family, socket.SOCK_STREAM
+                )
+            ]
+        except socket.gaierror:
+            continue
+        return f"{scheme}:" + ",".join(form.format(*a[:2]) for a in found), hosts[0][0].strip("[]")
+    raise ValueError(f"cannot resolve every host of {target!r}")
 
 
 def open_channel(
@@ -57,13 +85,18 @@ def open_channel(
     certificate_chain: bytes | None,
     private_key: bytes | None,
 ) -> Any:
-    """A channel from `module` (grpc or grpc.aio): TLS when asked or when a certificate is given."""
+    """A channel from `module` (grpc or grpc.aio) to one or several servers: TLS when asked
+    or when a certificate is given."""
+    address, first_host = grpc_target(target)
+    options = list(CHANNEL_OPTIONS)
     if tls or root_certificates or certificate_chain:
+        if first_host:  # the certificate is checked against a name, not an address list
+            options.append(("grpc.ssl_target_name_override", first_host))
         credentials = grpc.ssl_channel_credentials(
             root_certificates, private_key, certificate_chain
         )
-        return module.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-    return module.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return module.secure_channel(address, credentials, options=options)
+    return module.insecure_channel(address, options=options)
 
 
 def bearer(token: str | None) -> tuple[tuple[str, str], ...]:

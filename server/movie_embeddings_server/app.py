@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent import futures
@@ -53,6 +54,8 @@ class ServerConfig:
     auth_all: bool = False  # and so does every RPC of the service (health, reflection stay open)
     access_log: bool = False  # a log line for every call, not only for failed ones
     metrics_port: int | None = None  # given: Prometheus metrics on http://host:port/metrics
+    poll_seconds: float = 2.0  # how often the store is read for versions other processes wrote
+    server_id: str = ""  # sent as `server-id` trailing metadata; "" = HOSTNAME-PID
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Running:
     trainer: Trainer
     health: health.HealthServicer
     metrics_http: Any = None  # the HTTP server of /metrics, when on
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -75,8 +79,23 @@ class Running:
         for service in ("", SERVICE_NAME):
             self.health.set(service, status)
 
+    def poll(self, seconds: float) -> None:
+        """Load, every `seconds`, the versions other processes (replicas) add to the store."""
+
+        def loop() -> None:
+            while not self.stopping.wait(seconds):
+                try:
+                    if loaded := self.store.load_new():
+                        log.info("loaded %d new version(s) written by another process", loaded)
+                        self.set_serving(True)
+                except Exception:  # e.g. a shared filesystem briefly away: try again later
+                    log.exception("reading the model store failed")
+
+        threading.Thread(target=loop, name="store-poll", daemon=True).start()
+
     def stop(self, grace: float | None) -> None:
         """NOT_SERVING, refuse new calls, cancel trainings, let calls finish within `grace`."""
+        self.stopping.set()
         self.set_serving(False)
         stopped = self.server.stop(grace)  # refuses new calls from now on
         self.trainer.close()  # a running Train ends CANCELLED, its version unwritten
@@ -93,7 +112,7 @@ def _ignore(_: str) -> None:
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     """Load the store and bind the server (not started); NOT_SERVING until a model is ready."""
     store = Store(cfg.data_dir)
-    loaded = store.load_all()
+    loaded = store.load_new()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
     metrics = Metrics(store) if cfg.metrics_port is not None else None
     trainer = Trainer(store, cfg.max_concurrent_trains, metrics.training if metrics else _ignore)
@@ -115,7 +134,15 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
         ],
     )
     pb_grpc.add_MovieEmbeddingServiceServicer_to_server(
-        MovieEmbeddingServicer(store, trainer, cfg.limits, cfg.access_log, metrics), server
+        MovieEmbeddingServicer(
+            store,
+            trainer,
+            cfg.limits,
+            cfg.access_log,
+            metrics,
+            cfg.server_id or f"{socket.gethostname()}-{os.getpid()}",
+        ),
+        server,
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -140,18 +167,24 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
 
 
 def bootstrap(running: Running) -> None:
-    """Train the seeded `default` model when the store is empty, logging each epoch."""
-    if running.store.is_empty():
-        log.info("empty model store: training the default model (seed %d)", BOOTSTRAP_SEED)
-        synthetic = config.resolve_synthetic({"seed": BOOTSTRAP_SEED})
+    """Train the seeded `default` model when the store is empty, logging each epoch. Of
+    several replicas starting on one empty store, one trains it; the others load it."""
+    store = running.store
+    with store.exclusive("bootstrap") as mine:
+        if store.is_empty() and not (mine and store.load_new()):
+            if not mine:
+                log.info("another process is training the default model: serving once stored")
+                return  # the store poll loads it, and turns health SERVING
+            log.info("empty model store: training the default model (seed %d)", BOOTSTRAP_SEED)
+            synthetic = config.resolve_synthetic({"seed": BOOTSTRAP_SEED})
 
-        def progress(e) -> None:  # type: ignore[no-untyped-def]
-            log.info("default model: epoch %d/%d loss %.4f", e.epoch, e.epochs, e.loss)
+            def progress(e) -> None:  # type: ignore[no-untyped-def]
+                log.info("default model: epoch %d/%d loss %.4f", e.epoch, e.epochs, e.loss)
 
-        served = running.trainer.train(
-            config.DEFAULT_MODEL, synthetic, config.resolve_training({}), progress
-        )
-        log.info("default model v%d ready", served.version)
+            served = running.trainer.train(
+                config.DEFAULT_MODEL, synthetic, config.resolve_training({}), progress
+            )
+            log.info("default model v%d ready", served.version)
     running.set_serving(True)
 
 
@@ -166,6 +199,7 @@ def serve(cfg: ServerConfig) -> None:
     running.trainer.warm()  # the first Train then need not wait for TensorFlow's import
     server.start()
     log.info("listening on %s:%d", cfg.host, running.port)
+    running.poll(cfg.poll_seconds)
 
     def ready() -> None:
         try:

@@ -134,6 +134,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             auth_all=args.auth_all,
             access_log=args.access_log,
             metrics_port=args.metrics_port,
+            poll_seconds=args.poll_seconds,
+            server_id=args.server_id,
         )
     )
 
@@ -363,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
         "free port, logged at start; default: off)",
     )
     serve.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to read --data-dir for versions other processes (replicas sharing "
+        "the store) wrote, and load them (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--server-id",
+        default="",
+        help="this replica's name, sent with every answer as 'server-id' trailing metadata "
+        "(default: HOSTNAME-PID)",
+    )
+    serve.add_argument(
         "--access-log",
         action="store_true",
         help="log a line (RPC, status code, duration) for every call; without it, only for "
@@ -379,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--target",
         default=me.DEFAULT_TARGET,
-        help="server address HOST:PORT (default: %(default)s)",
+        help="server address HOST:PORT, several as HOST1:PORT1,HOST2:PORT2, or a DNS name "
+        "with several addresses; calls are spread round-robin (default: %(default)s)",
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     common.add_argument(

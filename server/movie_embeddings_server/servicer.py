@@ -71,13 +71,15 @@ def _abort(context: grpc.ServicerContext, exc: Exception, code: grpc.StatusCode)
 
 @contextlib.contextmanager
 def _rpc(
-    name: str, context: grpc.ServicerContext, log_ok: bool, metrics: Metrics | None
+    servicer: MovieEmbeddingServicer, name: str, context: grpc.ServicerContext
 ) -> Iterator[None]:
     """One call: domain errors become their status codes, anything else INTERNAL (never
-    UNKNOWN, never a traceback to the client). A log line with the code and duration for
-    every failed call, and (`log_ok`) for every call: ~10 us each, so off by default."""
+    UNKNOWN, never a traceback to the client). The answer's trailing metadata names the
+    server (`server-id`: which replica answered). A log line with the code and duration
+    for every failed call, and with --access-log for every call (~10 us each)."""
     started = time.perf_counter()
     code = grpc.StatusCode.OK
+    context.set_trailing_metadata(servicer.trailing_metadata)
     try:
         yield
     except tuple(STATUS_OF) as exc:
@@ -92,10 +94,10 @@ def _rpc(
         context.abort(code, f"{name}: internal error (see the server log)")
     finally:
         seconds = time.perf_counter() - started
-        if log_ok or code != grpc.StatusCode.OK:
+        if servicer.access_log or code != grpc.StatusCode.OK:
             log.info("%s %s %.2f ms", name, code.name, seconds * 1000)
-        if metrics:
-            metrics.call(name, code.name, seconds)
+        if servicer.metrics:
+            servicer.metrics.call(name, code.name, seconds)
 
 
 def _handler(fn: Callable) -> Callable:
@@ -103,12 +105,12 @@ def _handler(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        with _rpc(fn.__name__, context, self.access_log, self.metrics):
+        with _rpc(self, fn.__name__, context):
             return fn(self, request, context)
 
     @functools.wraps(fn)
     def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _rpc(fn.__name__, context, self.access_log, self.metrics):
+        with _rpc(self, fn.__name__, context):
             yield from fn(self, request, context)
 
     return streaming if inspect.isgeneratorfunction(fn) else unary
@@ -163,12 +165,14 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         limits: config.Limits,
         access_log: bool = False,
         metrics: Metrics | None = None,
+        server_id: str = "",
     ) -> None:
         self.store = store
         self.trainer = trainer
         self.limits = limits
         self.access_log = access_log
         self.metrics = metrics
+        self.trailing_metadata = (("server-id", server_id),) if server_id else ()
 
     @_handler
     def Train(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -11,6 +12,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,9 +67,12 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._models: dict[str, dict[int, ServedModel]] = {}
+        self._failed: dict[Path, tuple[int, float]] = {}  # attempts, when to try again
 
-    def load_all(self) -> int:
-        """Load every complete version under the root; damaged ones are skipped with a warning."""
+    def load_new(self) -> int:
+        """Load every complete version not loaded yet (another process may have written it),
+        and return how many. A damaged one is skipped with a warning and retried later, after
+        1, 2, 4, ... up to 300 seconds; it never disturbs what is served."""
         count = 0
         for model_dir in sorted(self.root.iterdir()):
             if not (model_dir.is_dir() and _NAME_RE.fullmatch(model_dir.name)):
@@ -77,11 +82,27 @@ class Store:
                     self._remove_if_stale(version_dir)
                 if not _VERSION_RE.fullmatch(version_dir.name):
                     continue
-                try:
-                    served = self._read(model_dir.name, int(version_dir.name))
-                except Exception as exc:  # any damage: keep serving the rest
-                    log.warning("skipping damaged model version %s: %s", version_dir, exc)
+                name, version = model_dir.name, int(version_dir.name)
+                with self._lock:
+                    if version in self._models.get(name, {}):
+                        continue
+                attempts, retry_at = self._failed.get(version_dir, (0, 0.0))
+                if time.monotonic() < retry_at:
                     continue
+                try:
+                    served = self._read(name, version)
+                except Exception as exc:  # any damage: keep serving the rest
+                    wait = min(2.0**attempts, 300.0)
+                    self._failed[version_dir] = (attempts + 1, time.monotonic() + wait)
+                    log.warning(
+                        "skipping damaged model version %s (attempt %d, next in %.0f s): %s",
+                        version_dir,
+                        attempts + 1,
+                        wait,
+                        exc,
+                    )
+                    continue
+                self._failed.pop(version_dir, None)
                 self._register(served)
                 count += 1
         return count
@@ -121,6 +142,18 @@ class Store:
         _write_file(tmp / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
         _fsync_dir(tmp)
         return tmp
+
+    @contextlib.contextmanager
+    def exclusive(self, what: str) -> Iterator[bool]:
+        """Try to hold `<root>/.<what>.lock` for the block: True if this process holds it,
+        False if another one does. The kernel releases it if its holder dies."""
+        with open(self.root / f".{what}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
     def commit(self, name: str, staged: Path) -> ServedModel:
         """Rename a staged directory to the next version number and serve it.

@@ -50,6 +50,8 @@ OPTIONS = {
         "--auth-token",
         "--auth-all",
         "--metrics-port",
+        "--poll-seconds",
+        "--server-id",
         "--access-log",
         "--log-level",
     ],

@@ -286,7 +286,7 @@ def test_saved_version_serves_what_the_saved_keras_model_computes(
     store = Store(tmp_path)
     store.commit("default", store.stage("default", trained.model, trained.weights, meta))
     fresh = Store(tmp_path)
-    assert fresh.load_all() == 1
+    assert fresh.load_new() == 1
     served = fresh.resolve("", 0)
     keras_path = tmp_path / "default" / "1" / KERAS_MODEL
     assert keras_path.is_file()

@@ -94,7 +94,7 @@ def test_empty_store_is_failed_precondition(tmp_path: Path) -> None:
     assert s.is_empty()
     with pytest.raises(errors.FailedPrecondition):
         s.resolve("default", 0)
-    assert s.load_all() == 0
+    assert s.load_new() == 0
     with pytest.raises(errors.FailedPrecondition):
         s.resolve("", 0)
 
@@ -158,7 +158,7 @@ def test_fresh_store_loads_identical_weights_and_metadata(tmp_path: Path) -> Non
     s = Store(tmp_path)
     saved = [_save(s, "default", i) for i in range(2)] + [_save(s, "other", 7)]
     fresh = Store(tmp_path)
-    assert fresh.load_all() == 3
+    assert fresh.load_new() == 3
     for before in saved:
         after = fresh.resolve(before.name, before.version)
         assert after.meta == before.meta
@@ -183,7 +183,7 @@ def test_staged_but_uncommitted_version_is_invisible(tmp_path: Path) -> None:
     staged = s.stage("default", None, _weights(1), _meta(1))
     assert staged.exists()
     fresh = Store(tmp_path)
-    assert fresh.load_all() == 1
+    assert fresh.load_new() == 1
     assert [m.version for m in fresh.list()] == [1]
     np.testing.assert_array_equal(fresh.resolve("default", 0).embedding, _weights(0)["embedding"])
     # ... and the leftover does not disturb the numbering of the next version.
@@ -196,7 +196,7 @@ def test_a_stale_staging_directory_is_removed_at_load_a_recent_one_kept(tmp_path
     recent = s.stage("default", None, _weights(2), _meta(2))
     old = time.time() - store.STALE_STAGING_SECONDS - 60
     os.utime(stale, (old, old))
-    assert Store(tmp_path).load_all() == 0
+    assert Store(tmp_path).load_new() == 0
     assert not stale.exists()
     assert recent.exists()  # perhaps another replica's training in progress
 
@@ -205,7 +205,7 @@ def test_staged_version_of_a_new_name_is_invisible(tmp_path: Path) -> None:
     s = Store(tmp_path)
     s.stage("brand-new", None, _weights(1), _meta(1))
     fresh = Store(tmp_path)
-    assert fresh.load_all() == 0
+    assert fresh.load_new() == 0
     assert fresh.is_empty()
     with pytest.raises(errors.FailedPrecondition):
         fresh.resolve("brand-new", 0)
@@ -217,7 +217,7 @@ def test_commit_makes_a_staged_version_visible(tmp_path: Path) -> None:
     served = s.commit("default", staged)
     assert served.version == 1
     assert not staged.exists()
-    assert Store(tmp_path).load_all() == 1
+    assert Store(tmp_path).load_new() == 1
 
 
 def test_discard_removes_a_staged_version(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ def test_damaged_version_is_skipped_with_a_warning(
     (damaged / store.METADATA).write_text("{not json")
     fresh = Store(tmp_path)
     with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
-        assert fresh.load_all() == 2
+        assert fresh.load_new() == 2
     assert [m.version for m in fresh.list()] == [1, 2]
     assert fresh.resolve("default", 0).version == 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -267,7 +267,7 @@ def test_other_damage_is_skipped_too(
         (version / store.METADATA).unlink()
     fresh = Store(tmp_path)
     with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
-        assert fresh.load_all() == 1
+        assert fresh.load_new() == 1
     assert fresh.resolve("default", 0).version == 1
     assert any("2" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
@@ -285,7 +285,7 @@ def test_truncated_weights_are_skipped_without_leaking_the_file(
     # test; silence it so that a leaked open file is collected, and reported, right here.
     monkeypatch.setattr(store.log, "disabled", True)
     fresh = Store(tmp_path)
-    assert fresh.load_all() == 1
+    assert fresh.load_new() == 1
     gc.collect()
     assert [m.version for m in fresh.list()] == [1]
 
@@ -305,7 +305,7 @@ def test_stray_files_and_dirs_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "default" / "notes.txt").write_text("x")
     (tmp_path / "default" / "01").mkdir()
     fresh = Store(tmp_path)
-    assert fresh.load_all() == 1
+    assert fresh.load_new() == 1
     assert [(m.name, m.version) for m in fresh.list()] == [("default", 1)]
 
 

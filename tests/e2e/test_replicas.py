@@ -1,0 +1,189 @@
+"""Two real server processes on one store: calls spread over both, a version trained through
+one is served by the other within the poll interval, and neither ever fails a call."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import ServerProcess, start_server
+
+import movie_embeddings as me
+from movie_embeddings import _calls
+from movie_embeddings.v1 import movie_embeddings_pb2 as pb
+from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
+
+POLL_SECONDS = 1.0
+
+
+@pytest.fixture(scope="module")
+def replicas(server: ServerProcess, tmp_path_factory) -> Iterator[list[ServerProcess]]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("replicas")
+    shutil.copytree(server.data_dir / "default", root / "data" / "default")
+    flags = ("--poll-seconds", str(POLL_SECONDS), "--access-log")
+    started = [
+        start_server(root / "data", root / f"{name}.log", "--server-id", name, *flags)
+        for name in ("replica-a", "replica-b")
+    ]
+    yield started
+    for proc in started:
+        assert proc.stop() == 0
+
+
+def _both(replicas: list[ServerProcess]) -> str:
+    return ",".join(proc.target for proc in replicas)
+
+
+def test_calls_are_spread_over_both_replicas(replicas: list[ServerProcess]) -> None:
+    # Through the SDK's own channel (several targets, round_robin): read each answer's
+    # `server-id` trailing metadata.
+    channel = _calls.open_channel(grpc, _both(replicas), False, None, None, None)
+    with channel:
+        stub = pb_grpc.MovieEmbeddingServiceStub(channel)
+        answered_by = []
+        for _ in range(20):
+            _, call = stub.GetMovieVector.with_call(
+                pb.GetMovieVectorRequest(movie_id=1), timeout=10
+            )
+            answered_by.append(dict(call.trailing_metadata())["server-id"])
+    assert set(answered_by) == {"replica-a", "replica-b"}
+    assert abs(answered_by.count("replica-a") - answered_by.count("replica-b")) <= 2
+    # The SDK client itself: each replica's access log shows its share of the calls.
+    before = [_count(proc, "NearestMovies") for proc in replicas]
+    with me.Client(_both(replicas)) as client:
+        for _ in range(20):
+            client.nearest_movies(1, k=3)
+    after = [_count(proc, "NearestMovies") for proc in replicas]
+    assert all(a - b >= 5 for a, b in zip(after, before, strict=True)), (before, after)
+    assert sum(after) - sum(before) == 20
+
+
+def _count(proc: ServerProcess, rpc: str) -> int:
+    return len(re.findall(rf"{rpc} OK \d", proc.log_text()))
+
+
+def test_a_version_trained_on_one_replica_is_served_by_the_other(
+    replicas: list[ServerProcess],
+) -> None:
+    a, b = replicas
+    stop, failures, calls = threading.Event(), [], [0]
+
+    def query() -> None:  # callers through both replicas the whole time
+        with me.Client(_both(replicas)) as client:
+            for _ in range(100_000):
+                if stop.is_set():
+                    return
+                try:
+                    client.nearest_movies(2, k=5)
+                    client.get_model()
+                    calls[0] += 2
+                except me.MovieEmbeddingsError as exc:
+                    failures.append(exc)
+
+    callers = [threading.Thread(target=query) for _ in range(3)]
+    for t in callers:
+        t.start()
+    try:
+        with me.Client(a.target) as on_a, me.Client(b.target) as on_b:
+            info = list(on_a.train("shared", num_watchers=300, epochs=2, seed=3))[-1]
+            trained = time.monotonic()
+            for _ in range(200):
+                if [m.ref for m in on_b.list_models("shared")] == [info.ref]:
+                    break
+                time.sleep(0.05)
+            lag = time.monotonic() - trained
+            assert on_b.get_model("shared") == info
+            assert (
+                on_b.movie_vectors(model="shared")[1] == on_a.movie_vectors(model="shared")[1]
+            ).all()
+    finally:
+        stop.set()
+        for t in callers:
+            t.join(60)
+    assert failures == []
+    assert lag <= POLL_SECONDS + 1.0, lag
+    assert "loaded 1 new version(s) written by another process" in b.log_text()
+    print(f"\nreload lag {lag:.2f} s (poll every {POLL_SECONDS:g} s); {calls[0]} calls, 0 failed")
+
+
+def test_two_replicas_training_one_name_at_once_get_distinct_versions(
+    replicas: list[ServerProcess],
+) -> None:
+    results: dict[str, me.ModelInfo] = {}
+
+    def train(proc: ServerProcess) -> None:
+        with me.Client(proc.target) as client:
+            results[proc.target] = list(client.train("race", num_watchers=200, epochs=3, seed=1))[
+                -1
+            ]
+
+    threads = [threading.Thread(target=train, args=(proc,)) for proc in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(info.version for info in results.values()) == [1, 2]
+    store = replicas[0].data_dir / "race"
+    assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == ["1", "2"]
+    time.sleep(POLL_SECONDS + 1.0)  # each replica loads the other's version
+    for proc in replicas:
+        with me.Client(proc.target) as client:
+            assert [m.version for m in client.list_models("race")] == [1, 2]
+            for version in (1, 2):
+                assert client.movie_vectors(model=me.ModelRef("race", version))[1].shape == (80, 5)
+
+
+def test_a_damaged_version_from_another_process_is_retried_not_fatal(
+    replicas: list[ServerProcess],
+) -> None:
+    a, _ = replicas
+    broken = a.data_dir / "default" / "90"
+    broken.mkdir()  # a version directory with nothing in it (not written by our store)
+    time.sleep(POLL_SECONDS * 3 + 0.5)
+    log = a.log_text()
+    assert re.search(
+        r"skipping damaged model version .*/default/90 \(attempt 1, next in 1 s\)", log
+    )
+    assert re.search(r"/default/90 \(attempt 2, next in 2 s\)", log)
+    with me.Client(a.target) as client:
+        assert 90 not in [m.version for m in client.list_models("default")]
+        assert client.movie_vector(0).shape == (5,)
+    shutil.rmtree(broken)
+
+
+def test_replicas_starting_on_one_empty_store_train_the_default_model_once(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    flags = ("--poll-seconds", str(POLL_SECONDS))
+    starting = [
+        threading.Thread(
+            target=lambda name=name: started.append(
+                start_server(data, tmp_path / f"{name}.log", "--server-id", name, *flags)
+            )
+        )
+        for name in ("first", "second")
+    ]
+    started: list[ServerProcess] = []
+    for t in starting:
+        t.start()
+    for t in starting:
+        t.join(180)
+    try:
+        assert len(started) == 2  # both became SERVING
+        for proc in started:
+            with me.Client(proc.target) as client:
+                assert [(m.name, m.version) for m in client.list_models()] == [("default", 1)]
+        logs = [proc.log_text() for proc in started]
+        assert sum("empty model store: training the default model" in log for log in logs) == 1
+        assert sum("another process is training the default model" in log for log in logs) == 1
+    finally:
+        for proc in started:
+            assert proc.stop() == 0

@@ -1,0 +1,102 @@
+"""deploy/kubernetes/ agrees with the server it deploys: flags, ports, probes, user, store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from movie_embeddings_server.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+
+
+@pytest.fixture(scope="module")
+def objects() -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in sorted(MANIFESTS.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            found[doc["kind"]] = doc
+    assert set(found) == {"Deployment", "Service", "PersistentVolumeClaim"}
+    return found
+
+
+@pytest.fixture(scope="module")
+def pod(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return objects["Deployment"]["spec"]["template"]
+
+
+@pytest.fixture(scope="module")
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    (only,) = pod["spec"]["containers"]
+    return only
+
+
+@pytest.fixture(scope="module")
+def serve_args(container: dict[str, Any]) -> Any:
+    args = build_parser().parse_args(container["args"])  # exits (fails) on an unknown flag
+    assert args.command == "serve"
+    return args
+
+
+def _port(container: dict[str, Any], name: str) -> int:
+    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == name]
+    return int(port)
+
+
+def test_the_server_listens_where_the_pod_says(container, serve_args) -> None:  # type: ignore[no-untyped-def]
+    assert serve_args.host == "0.0.0.0"
+    assert serve_args.port == _port(container, "grpc") == 50051
+    assert serve_args.metrics_port == _port(container, "metrics")
+    assert serve_args.poll_seconds > 0  # replicas load each other's versions
+
+
+def test_probes_are_native_grpc_health_checks_on_the_server_port(container, serve_args) -> None:  # type: ignore[no-untyped-def]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": serve_args.port}, probe
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # a first Train
+
+
+def test_the_store_is_the_shared_claim_mounted_at_the_data_dir(
+    objects, pod, container, serve_args
+) -> None:  # type: ignore[no-untyped-def]
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == serve_args.data_dir == "/data"
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    claim = objects["PersistentVolumeClaim"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_pods_run_as_the_images_non_root_user(pod, container) -> None:  # type: ignore[no-untyped-def]
+    security = pod["spec"]["securityContext"]
+    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert user, "the Dockerfile names its user by number"
+    assert security["runAsNonRoot"] is True
+    assert (security["runAsUser"], security["runAsGroup"]) == tuple(map(int, user.groups()))
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["image"].startswith("movie-embeddings:")
+
+
+def test_replicas_resources_and_a_grace_longer_than_the_servers(
+    objects, pod, container, serve_args
+) -> None:  # type: ignore[no-untyped-def]
+    assert objects["Deployment"]["spec"]["replicas"] >= 2
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind])
+    assert pod["spec"]["terminationGracePeriodSeconds"] > serve_args.grace_seconds
+
+
+def test_the_service_is_headless_and_selects_the_pods(objects, pod, container) -> None:  # type: ignore[no-untyped-def]
+    service = objects["Service"]["spec"]
+    assert service["clusterIP"] == "None"  # DNS lists every pod: clients balance round-robin
+    labels = pod["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    assert objects["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (port,) = service["ports"]
+    assert port["targetPort"] == "grpc" and port["port"] == _port(container, "grpc")
