@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def test_metrics_count_calls_trainings_and_versions(server: ServerProcess, tmp_p
             got = _scrape(url)
             if got.get(("movie_embeddings_trainings_total", (("outcome", "cancelled"),))):
                 break
+            time.sleep(0.1)
         requests = "movie_embeddings_requests_total"
         assert got[(requests, (("code", "OK"), ("rpc", "GetMovieVector")))] == 3
         assert got[(requests, (("code", "NOT_FOUND"), ("rpc", "GetMovieVector")))] == 1

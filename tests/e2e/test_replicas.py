@@ -53,7 +53,8 @@ def test_calls_are_spread_over_both_replicas(replicas: list[ServerProcess]) -> N
             )
             answered_by.append(dict(call.trailing_metadata())["server-id"])
     assert set(answered_by) == {"replica-a", "replica-b"}
-    assert abs(answered_by.count("replica-a") - answered_by.count("replica-b")) <= 2
+    # Round-robin once both connections are up (the first calls may find one still connecting).
+    assert min(answered_by.count("replica-a"), answered_by.count("replica-b")) >= 5
     # The SDK client itself: each replica's access log shows its share of the calls.
     before = [_count(proc, "NearestMovies") for proc in replicas]
     with me.Client(_both(replicas)) as client:
@@ -107,7 +108,7 @@ def test_a_version_trained_on_one_replica_is_served_by_the_other(
         for t in callers:
             t.join(60)
     assert failures == []
-    assert lag <= POLL_SECONDS + 1.0, lag
+    assert lag <= POLL_SECONDS + 2.0, lag  # one poll, plus room for a loaded CI machine
     assert "loaded 1 new version(s) written by another process" in b.log_text()
     print(f"\nreload lag {lag:.2f} s (poll every {POLL_SECONDS:g} s); {calls[0]} calls, 0 failed")
 
