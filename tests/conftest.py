@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = start_server(root / "data", root / "server.log", *SERVER_FLAGS)
     yield proc
     proc.stop()
+
+
+def copy_store(server: ServerProcess, data: Path) -> Path:
+    """A new store at `data` holding the session server's `default` versions: a server
+    started on it has no default model to train."""
+    shutil.copytree(server.data_dir / "default", data / "default")
+    return data
 
 
 @pytest.fixture

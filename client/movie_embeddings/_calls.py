@@ -125,15 +125,6 @@ class TrainSettings(TypedDict, total=False):
     learning_rate_schedule: str | None
 
 
-_SYNTHETIC = ("num_watchers", "num_movies", "num_types", "seed")
-
-
-def train_request(model: str, settings: TrainSettings) -> pb.TrainRequest:
-    given: dict[str, Any] = dict(settings)
-    synthetic = {k: given.pop(k) for k in _SYNTHETIC if k in given}
-    return convert.train_request(model, synthetic, given)
-
-
 @dataclass(frozen=True)
 class Call(Generic[T]):
     """One unary call: the RPC, its request, and how its response becomes the SDK's value."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -36,6 +36,7 @@ _SCHEDULE_NAMES = {v: k for k, v in SCHEDULES.items()}
 _STATE_NAMES = {pb.MODEL_STATE_READY: "ready"}
 
 ModelArg = str | ModelRef | None
+_SYNTHETIC_FIELDS = tuple(pb.SyntheticData.DESCRIPTOR.fields_by_name)
 
 
 def model_ref(model: ModelArg) -> pb.ModelRef:
@@ -119,25 +120,21 @@ def train_event(response: pb.TrainResponse) -> TrainProgress | ModelInfo:
     return progress(response.progress)
 
 
-def train_request(
-    model: str, synthetic: dict[str, Any], training: dict[str, Any]
-) -> pb.TrainRequest:
-    """None leaves a field unset (the server's default); `preset` is a name."""
-
-    def given(fields: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in fields.items() if v is not None}
-
-    settings = given(training)
-    if "preset" in settings:
-        settings["preset"] = preset(settings["preset"])
-    if "learning_rate_schedule" in settings:
-        settings["learning_rate_schedule"] = _enum(
-            "learning_rate_schedule", SCHEDULES, settings["learning_rate_schedule"]
+def train_request(model: str, settings: Mapping[str, Any]) -> pb.TrainRequest:
+    """SyntheticData and TrainingConfig fields in one mapping; None leaves a field unset (the
+    server's default); `preset` and `learning_rate_schedule` are names."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    synthetic = {k: given.pop(k) for k in _SYNTHETIC_FIELDS if k in given}
+    if "preset" in given:
+        given["preset"] = preset(given["preset"])
+    if "learning_rate_schedule" in given:
+        given["learning_rate_schedule"] = _enum(
+            "learning_rate_schedule", SCHEDULES, given["learning_rate_schedule"]
         )
     return pb.TrainRequest(
         model_name=model,
-        synthetic=pb.SyntheticData(**given(synthetic)),
-        training=pb.TrainingConfig(**settings),
+        synthetic=pb.SyntheticData(**synthetic),
+        training=pb.TrainingConfig(**given),
     )
 
 

@@ -33,23 +33,26 @@ _UNSET: Any = object()
 
 
 class _Connection:
-    """The channel, stub, metadata and default deadline both clients share."""
+    """The channel, stub, metadata and default deadline both clients share; `_grpc` is the
+    module that opens the channel (grpc, or grpc.aio for AsyncClient)."""
+
+    _grpc: Any = grpc
 
     def __init__(
         self,
-        module: Any,
-        target: str,
-        timeout: float | None,
-        token: str | None,
-        tls: bool,
-        root_certificates: bytes | None,
-        certificate_chain: bytes | None,
-        private_key: bytes | None,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self._channel = calls.open_channel(
-            module, target, tls, root_certificates, certificate_chain, private_key
+            self._grpc, target, tls, root_certificates, certificate_chain, private_key
         )
         self._metadata = calls.bearer(token)
         self._stub = pb_grpc.MovieEmbeddingServiceStub(self._channel)
@@ -74,21 +77,6 @@ class Client(_Connection):
     is true or any certificate is given: `root_certificates` (PEM) to trust the server's
     (None: the system's roots), `certificate_chain` and `private_key` (PEM) for mutual TLS.
     """
-
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        token: str | None = None,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        private_key: bytes | None = None,
-    ):
-        super().__init__(
-            grpc, target, timeout, token, tls, root_certificates, certificate_chain, private_key
-        )
 
     def __enter__(self) -> Client:
         return self
@@ -121,7 +109,7 @@ class Client(_Connection):
         left out or None take the server's defaults. Stopping the iteration early (or
         `timeout` seconds passing; default: no deadline) cancels the training.
         """
-        request = calls.train_request(model, settings)
+        request = convert.train_request(model, settings)
         stream = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             for response in stream:
@@ -222,27 +210,7 @@ class AsyncClient(_Connection):
     """`Client` for asyncio (grpc.aio): the same arguments, methods and values, awaited;
     `train` is an async iterator. Use it as an async context manager, in one event loop."""
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        token: str | None = None,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        private_key: bytes | None = None,
-    ):
-        super().__init__(
-            grpc.aio,
-            target,
-            timeout,
-            token,
-            tls,
-            root_certificates,
-            certificate_chain,
-            private_key,
-        )
+    _grpc = grpc.aio
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -270,7 +238,7 @@ class AsyncClient(_Connection):
         **settings: Unpack[calls.TrainSettings],
     ) -> AsyncIterator[TrainProgress | ModelInfo]:
         """As Client.train; leaving the `async for` early cancels the training."""
-        request = calls.train_request(model, settings)
+        request = convert.train_request(model, settings)
         stream = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
         try:
             async for response in stream:

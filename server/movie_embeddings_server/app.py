@@ -105,17 +105,13 @@ class Running:
             self.metrics_http.server_close()
 
 
-def _ignore(_: str) -> None:
-    pass
-
-
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     """Load the store and bind the server (not started); NOT_SERVING until a model is ready."""
     store = Store(cfg.data_dir)
     loaded = store.load_new()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
     metrics = Metrics(store) if cfg.metrics_port is not None else None
-    trainer = Trainer(store, cfg.max_concurrent_trains, metrics.training if metrics else _ignore)
+    trainer = Trainer(store, cfg.max_concurrent_trains, metrics.training if metrics else None)
     # Threads, not grpc.aio: a bare asyncio server answered ~1.25x slower than a threaded one
     # here (benchmarks/serve_bench.py). Few threads: handlers hold the GIL, and 16 workers
     # contending for it gave ~0.7x a bare server's throughput with 8 callers, one per core

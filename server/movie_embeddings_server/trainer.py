@@ -158,12 +158,12 @@ class Trainer:
         self,
         store: Store,
         max_concurrent: int = 1,
-        on_outcome: Callable[[str], None] = lambda _: None,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         """`on_outcome` hears of each training: "started", then "finished", "cancelled" or
         "failed"."""
         self.store = store
-        self._on_outcome = on_outcome
+        self._on_outcome = on_outcome or (lambda _: None)
         self.max_concurrent = max_concurrent
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._lock = threading.Lock()

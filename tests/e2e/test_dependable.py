@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import ServerProcess, child_pids, start_server
+from conftest import ServerProcess, child_pids, copy_store, start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import movie_embeddings as me
@@ -26,9 +26,7 @@ SERVICE = "/movie_embeddings.v1.MovieEmbeddingService"
 
 def _copy(server: ServerProcess, tmp_path: Path, *flags: str) -> ServerProcess:
     """A server of its own on a copy of the session server's store (no default to train)."""
-    data = tmp_path / "data"
-    shutil.copytree(server.data_dir / "default", data / "default")
-    return start_server(data, tmp_path / "server.log", *flags)
+    return start_server(copy_store(server, tmp_path / "data"), tmp_path / "server.log", *flags)
 
 
 @pytest.fixture
@@ -198,8 +196,7 @@ def test_sigterm_turns_health_not_serving_then_exits_0(
 def test_a_damaged_version_is_skipped_with_a_warning_and_the_server_starts(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(server.data_dir / "default", data / "default")
+    data = copy_store(server, tmp_path / "data")
     good = max(int(p.name) for p in (data / "default").iterdir() if p.name.isdigit())
     shutil.copytree(data / "default" / str(good), data / "default" / "77")
     (data / "default" / "77" / "weights.npz").write_bytes(b"PK\x03\x04 truncated")

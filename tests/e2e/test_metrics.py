@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, start_server
+from conftest import ServerProcess, copy_store, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
 import movie_embeddings as me
@@ -26,8 +25,7 @@ def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_count_calls_trainings_and_versions(server: ServerProcess, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(server.data_dir / "default", data / "default")
+    data = copy_store(server, tmp_path / "data")
     proc = start_server(data, tmp_path / "server.log", "--metrics-port", "0")
     try:
         port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", proc.log_text())

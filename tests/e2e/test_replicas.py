@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ServerProcess, start_server
+from conftest import ServerProcess, copy_store, start_server
 
 import movie_embeddings as me
 from movie_embeddings import _calls
@@ -25,10 +25,10 @@ POLL_SECONDS = 1.0
 @pytest.fixture(scope="module")
 def replicas(server: ServerProcess, tmp_path_factory) -> Iterator[list[ServerProcess]]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("replicas")
-    shutil.copytree(server.data_dir / "default", root / "data" / "default")
+    data = copy_store(server, root / "data")
     flags = ("--poll-seconds", str(POLL_SECONDS), "--access-log")
     started = [
-        start_server(root / "data", root / f"{name}.log", "--server-id", name, *flags)
+        start_server(data, root / f"{name}.log", "--server-id", name, *flags)
         for name in ("replica-a", "replica-b")
     ]
     yield started

@@ -6,14 +6,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import CLI, ServerProcess, start_server
+from conftest import CLI, ServerProcess, copy_store, start_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -93,8 +92,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _start(server: ServerProcess, tmp_path: Path, pki: Pki, *flags: str) -> ServerProcess:
-    data = tmp_path / "data"
-    shutil.copytree(server.data_dir / "default", data / "default")
+    data = copy_store(server, tmp_path / "data")
     client_cert, client_key = pki.client.read()
     credentials = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), client_key, client_cert)
     tls = ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))

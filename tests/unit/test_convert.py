@@ -119,7 +119,7 @@ def test_model_info_is_frozen() -> None:
 def _train_request(seed, preset=None, **training) -> pb.TrainRequest:
     synthetic = {"num_watchers": 100, "num_movies": 20, "num_types": 4, "seed": seed}
     settings = {"preset": preset, "epochs": 3, "learning_rate": 0.01, **training}
-    return convert.train_request("m", synthetic, settings)
+    return convert.train_request("m", synthetic | settings)
 
 
 def test_train_request_fields() -> None:
