@@ -59,7 +59,9 @@ def test_no_breaking_change_since_v1() -> None:
 # (old text, new text, rule buf must report, words its message must contain)
 BREAKING_EDITS = {
     "field-type": (
+        "  // Version number, from 1. 0 = the newest ready version. Negative is invalid.\n"
         "  int64 version = 2;\n",
+        "  // Version number, from 1. 0 = the newest ready version. Negative is invalid.\n"
         "  string version = 2;\n",
         "FIELD_SAME_TYPE",
         ["version", "ModelRef"],

@@ -1,22 +1,15 @@
-"""The gRPC servicer: validate, convert between protobuf and numpy, delegate; one error table."""
+"""The gRPC servicer: validate, convert between protobuf and numpy, delegate."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
@@ -24,19 +17,11 @@ from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from . import config, errors
 from .inference import ServedModel
 from .metrics import Metrics
+from .rpc import handler
 from .store import Store, check_name
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-# Domain error -> status code: the only place this mapping lives on the server.
-STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Cancelled: grpc.StatusCode.CANCELLED,
-}
 
 # TrainingConfig's enum fields: wire value <-> the name the domain uses.
 TRAINING_ENUMS: dict[str, dict[int, str]] = {
@@ -55,65 +40,6 @@ METRIC_NAMES = {
     pb.METRIC_DOT: "dot",
     pb.METRIC_EUCLIDEAN: "euclidean",
 }
-
-
-def _abort(context: grpc.ServicerContext, exc: Exception, code: grpc.StatusCode) -> None:
-    status = status_pb2.Status(code=code.value[0], message=str(exc))
-    if isinstance(exc, errors.InvalidArgument):
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=exc.field, description=exc.description
-        )
-        detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-        status.details.append(detail)
-    context.abort_with_status(rpc_status.to_status(status))
-
-
-@contextlib.contextmanager
-def _rpc(
-    servicer: MovieEmbeddingServicer, name: str, context: grpc.ServicerContext
-) -> Iterator[None]:
-    """One call: domain errors become their status codes, anything else INTERNAL (never
-    UNKNOWN, never a traceback to the client). The answer's trailing metadata names the
-    server (`server-id`: which replica answered). A log line with the code and duration
-    for every failed call, and with --access-log for every call (~10 us each)."""
-    started = time.perf_counter()
-    code = grpc.StatusCode.OK
-    context.set_trailing_metadata(servicer.trailing_metadata)
-    try:
-        yield
-    except tuple(STATUS_OF) as exc:
-        code = next(c for cls, c in STATUS_OF.items() if isinstance(exc, cls))
-        _abort(context, exc, code)
-    except GeneratorExit:  # a stream whose caller went away
-        code = grpc.StatusCode.CANCELLED
-        raise
-    except Exception:
-        code = grpc.StatusCode.INTERNAL
-        log.exception("%s failed", name)  # the traceback stays in the server's log
-        context.abort(code, f"{name}: internal error (see the server log)")
-    finally:
-        seconds = time.perf_counter() - started
-        if servicer.access_log or code != grpc.StatusCode.OK:
-            log.info("%s %s %.2f ms", name, code.name, seconds * 1000)
-        if servicer.metrics:
-            servicer.metrics.call(name, code.name, seconds)
-
-
-def _handler(fn: Callable) -> Callable:
-    """Run each call of an RPC method inside `_rpc`."""
-
-    @functools.wraps(fn)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        with _rpc(self, fn.__name__, context):
-            return fn(self, request, context)
-
-    @functools.wraps(fn)
-    def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _rpc(self, fn.__name__, context):
-            yield from fn(self, request, context)
-
-    return streaming if inspect.isgeneratorfunction(fn) else unary
 
 
 def _ref(served: ServedModel) -> pb.ModelRef:
@@ -174,7 +100,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self.metrics = metrics
         self.trailing_metadata = (("server-id", server_id),) if server_id else ()
 
-    @_handler
+    @handler
     def Train(
         self, request: pb.TrainRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TrainResponse]:
@@ -199,7 +125,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
     def _model(self, ref: pb.ModelRef) -> ServedModel:
         return self.store.resolve(ref.name, ref.version)
 
-    @_handler
+    @handler
     def GetMovieVector(
         self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext
     ) -> pb.GetMovieVectorResponse:
@@ -209,7 +135,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             movie_id=request.movie_id, vector=served.rows[request.movie_id], model=_ref(served)
         )
 
-    @_handler
+    @handler
     def BatchGetMovieVectors(
         self, request: pb.BatchGetMovieVectorsRequest, context: grpc.ServicerContext
     ) -> pb.BatchGetMovieVectorsResponse:
@@ -225,7 +151,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             model=_ref(served),
         )
 
-    @_handler
+    @handler
     def NearestMovies(
         self, request: pb.NearestMoviesRequest, context: grpc.ServicerContext
     ) -> pb.NearestMoviesResponse:
@@ -247,7 +173,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             model=_ref(served),
         )
 
-    @_handler
+    @handler
     def Reconstruct(
         self, request: pb.ReconstructRequest, context: grpc.ServicerContext
     ) -> pb.ReconstructResponse:
@@ -304,13 +230,13 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             model=_ref(served),
         )
 
-    @_handler
+    @handler
     def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext
     ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[model_info(s) for s in self.store.list(request.name)])
 
-    @_handler
+    @handler
     def GetModel(
         self, request: pb.GetModelRequest, context: grpc.ServicerContext
     ) -> pb.GetModelResponse:

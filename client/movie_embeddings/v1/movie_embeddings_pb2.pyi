@@ -211,6 +211,7 @@ class TrainingConfig(_message.Message):
     EMBEDDING_L2_FIELD_NUMBER: _builtins.int
     EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _builtins.int
     LEARNING_RATE_SCHEDULE_FIELD_NUMBER: _builtins.int
+    INPUT_DROPOUT_FIELD_NUMBER: _builtins.int
     preset: Global___Preset.ValueType
     """Base settings. Unset = PRESET_DEFAULT."""
     embedding_dim: _builtins.int
@@ -249,6 +250,12 @@ class TrainingConfig(_message.Message):
     """How the learning rate changes over the training.
     Unset = the preset's (LEARNING_RATE_SCHEDULE_COSINE / _CONSTANT).
     """
+    input_dropout: _builtins.float
+    """Dropout rate on the ratings input during training (0 = none): each rating
+    is zeroed with this probability, the rest scaled by 1 / (1 - rate). Unset =
+    the preset's (0 for synthetic data, 0.5 for a dataset; notebook 0).
+    Bound: 0 <= input_dropout < 1.
+    """
     def __init__(
         self,
         *,
@@ -263,21 +270,26 @@ class TrainingConfig(_message.Message):
         embedding_l2: _builtins.float | None = ...,
         early_stopping_patience: _builtins.int | None = ...,
         learning_rate_schedule: Global___LearningRateSchedule.ValueType = ...,
+        input_dropout: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience", "_embedding_l2", b"_embedding_l2", "_validation_fraction", b"_validation_fraction", "early_stopping_patience", b"early_stopping_patience", "embedding_l2", b"embedding_l2", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience", "_embedding_l2", b"_embedding_l2", "_input_dropout", b"_input_dropout", "_validation_fraction", b"_validation_fraction", "early_stopping_patience", b"early_stopping_patience", "embedding_l2", b"embedding_l2", "input_dropout", b"input_dropout", "validation_fraction", b"validation_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience", "_embedding_l2", b"_embedding_l2", "_validation_fraction", b"_validation_fraction", "batch_size", b"batch_size", "early_stopping_patience", b"early_stopping_patience", "embedding_dim", b"embedding_dim", "embedding_initializer", b"embedding_initializer", "embedding_l2", b"embedding_l2", "epochs", b"epochs", "hidden_units", b"hidden_units", "learning_rate", b"learning_rate", "learning_rate_schedule", b"learning_rate_schedule", "preset", b"preset", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience", "_embedding_l2", b"_embedding_l2", "_input_dropout", b"_input_dropout", "_validation_fraction", b"_validation_fraction", "batch_size", b"batch_size", "early_stopping_patience", b"early_stopping_patience", "embedding_dim", b"embedding_dim", "embedding_initializer", b"embedding_initializer", "embedding_l2", b"embedding_l2", "epochs", b"epochs", "hidden_units", b"hidden_units", "input_dropout", b"input_dropout", "learning_rate", b"learning_rate", "learning_rate_schedule", b"learning_rate_schedule", "preset", b"preset", "validation_fraction", b"validation_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__early_stopping_patience: _TypeAlias = _typing.Literal["early_stopping_patience"]  # noqa: Y015
     _WhichOneofArgType__early_stopping_patience: _TypeAlias = _typing.Literal["_early_stopping_patience", b"_early_stopping_patience"]  # noqa: Y015
     _WhichOneofReturnType__embedding_l2: _TypeAlias = _typing.Literal["embedding_l2"]  # noqa: Y015
     _WhichOneofArgType__embedding_l2: _TypeAlias = _typing.Literal["_embedding_l2", b"_embedding_l2"]  # noqa: Y015
+    _WhichOneofReturnType__input_dropout: _TypeAlias = _typing.Literal["input_dropout"]  # noqa: Y015
+    _WhichOneofArgType__input_dropout: _TypeAlias = _typing.Literal["_input_dropout", b"_input_dropout"]  # noqa: Y015
     _WhichOneofReturnType__validation_fraction: _TypeAlias = _typing.Literal["validation_fraction"]  # noqa: Y015
     _WhichOneofArgType__validation_fraction: _TypeAlias = _typing.Literal["_validation_fraction", b"_validation_fraction"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__early_stopping_patience) -> _WhichOneofReturnType__early_stopping_patience | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__embedding_l2) -> _WhichOneofReturnType__embedding_l2 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_dropout) -> _WhichOneofReturnType__input_dropout | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__validation_fraction) -> _WhichOneofReturnType__validation_fraction | None: ...
 
@@ -292,6 +304,7 @@ class TrainRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     SYNTHETIC_FIELD_NUMBER: _builtins.int
     TRAINING_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Name of the model to add a version to. Empty = "default".
     Bound: [a-z0-9][a-z0-9_-]{0,63}.
@@ -302,7 +315,15 @@ class TrainRequest(_message.Message):
 
     @_builtins.property
     def training(self) -> Global___TrainingConfig:
-        """How to train. Unset = PRESET_DEFAULT."""
+        """How to train. Unset = PRESET_DEFAULT; the preset's values depend on the
+        data (a dataset's defaults are not the synthetic ones).
+        """
+
+    @_builtins.property
+    def dataset(self) -> Global___DatasetTraining:
+        """Train on a stored dataset instead of generated data. Set `synthetic` or
+        `dataset`, not both; neither = synthetic data with its defaults.
+        """
 
     def __init__(
         self,
@@ -310,14 +331,80 @@ class TrainRequest(_message.Message):
         model_name: _builtins.str = ...,
         synthetic: Global___SyntheticData | None = ...,
         training: Global___TrainingConfig | None = ...,
+        dataset: Global___DatasetTraining | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "model_name", b"model_name", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrainRequest: _TypeAlias = TrainRequest  # noqa: Y015
+
+@_typing.final
+class DatasetTraining(_message.Message):
+    """How a stored dataset becomes training rows: which ratings are likes, which
+    watchers and movies are kept, and which watchers are held out.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    LIKE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    MIN_LIKES_PER_WATCHER_FIELD_NUMBER: _builtins.int
+    MIN_LIKES_PER_MOVIE_FIELD_NUMBER: _builtins.int
+    HOLDOUT_FRACTION_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    like_threshold: _builtins.float
+    """A rating >= like_threshold is a like (1); every other rating and every
+    unrated movie is 0. Unset = 4.0. Bound: finite.
+    """
+    min_likes_per_watcher: _builtins.int
+    """Watchers with fewer likes are left out. 0 = 5. Bound: >= 0."""
+    min_likes_per_movie: _builtins.int
+    """Movies with fewer likes (among the kept watchers) are left out of the
+    catalogue. 0 = 1. Bound: >= 0.
+    """
+    holdout_fraction: _builtins.float
+    """Share of the kept watchers held out (never trained on) to measure the
+    model's recommendations. Unset = 0.1. Bound: 0 <= holdout_fraction < 1.
+    """
+    seed: _builtins.int
+    """Seed of the held-out split and of the training. Unset = a random seed,
+    recorded in the resulting ModelInfo. 0 is a seed.
+    """
+    @_builtins.property
+    def dataset(self) -> Global___DatasetRef:
+        """The dataset version to train on. Required: its name must be set."""
+
+    def __init__(
+        self,
+        *,
+        dataset: Global___DatasetRef | None = ...,
+        like_threshold: _builtins.float | None = ...,
+        min_likes_per_watcher: _builtins.int = ...,
+        min_likes_per_movie: _builtins.int = ...,
+        holdout_fraction: _builtins.float | None = ...,
+        seed: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_holdout_fraction", b"_holdout_fraction", "_like_threshold", b"_like_threshold", "_seed", b"_seed", "dataset", b"dataset", "holdout_fraction", b"holdout_fraction", "like_threshold", b"like_threshold", "seed", b"seed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_holdout_fraction", b"_holdout_fraction", "_like_threshold", b"_like_threshold", "_seed", b"_seed", "dataset", b"dataset", "holdout_fraction", b"holdout_fraction", "like_threshold", b"like_threshold", "min_likes_per_movie", b"min_likes_per_movie", "min_likes_per_watcher", b"min_likes_per_watcher", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__holdout_fraction: _TypeAlias = _typing.Literal["holdout_fraction"]  # noqa: Y015
+    _WhichOneofArgType__holdout_fraction: _TypeAlias = _typing.Literal["_holdout_fraction", b"_holdout_fraction"]  # noqa: Y015
+    _WhichOneofReturnType__like_threshold: _TypeAlias = _typing.Literal["like_threshold"]  # noqa: Y015
+    _WhichOneofArgType__like_threshold: _TypeAlias = _typing.Literal["_like_threshold", b"_like_threshold"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__holdout_fraction) -> _WhichOneofReturnType__holdout_fraction | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__like_threshold) -> _WhichOneofReturnType__like_threshold | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+
+Global___DatasetTraining: _TypeAlias = DatasetTraining  # noqa: Y015
 
 @_typing.final
 class TrainProgress(_message.Message):
@@ -330,6 +417,8 @@ class TrainProgress(_message.Message):
     LOSS_FIELD_NUMBER: _builtins.int
     VAL_LOSS_FIELD_NUMBER: _builtins.int
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Epoch just finished, from 1."""
     epochs: _builtins.int
@@ -342,6 +431,12 @@ class TrainProgress(_message.Message):
     """
     elapsed_seconds: _builtins.float
     """Seconds since the training started."""
+    step: _builtins.int
+    """Gradient steps done in this epoch so far (progress inside a long epoch;
+    equals `steps` at the end of an epoch).
+    """
+    steps: _builtins.int
+    """Gradient steps in one epoch."""
     def __init__(
         self,
         *,
@@ -350,10 +445,12 @@ class TrainProgress(_message.Message):
         loss: _builtins.float = ...,
         val_loss: _builtins.float = ...,
         elapsed_seconds: _builtins.float = ...,
+        step: _builtins.int = ...,
+        steps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_seconds", b"elapsed_seconds", "epoch", b"epoch", "epochs", b"epochs", "loss", b"loss", "val_loss", b"val_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_seconds", b"elapsed_seconds", "epoch", b"epoch", "epochs", b"epochs", "loss", b"loss", "step", b"step", "steps", b"steps", "val_loss", b"val_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -396,8 +493,17 @@ class ModelInfo(_message.Message):
     AGE_MEAN_FIELD_NUMBER: _builtins.int
     AGE_STD_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    DATASET_INFO_FIELD_NUMBER: _builtins.int
+    NUM_TRAIN_WATCHERS_FIELD_NUMBER: _builtins.int
+    NUM_HELDOUT_WATCHERS_FIELD_NUMBER: _builtins.int
+    HAS_AGE_FIELD_NUMBER: _builtins.int
+    HAS_EDUCATION_FIELD_NUMBER: _builtins.int
     num_movies: _builtins.int
-    """Number of movies in its catalogue: valid movie ids are 0..num_movies-1."""
+    """Number of movies in its catalogue. Synthetic data: movie ids are
+    0..num_movies-1; a dataset: the dataset's own ids of the kept movies
+    (BatchGetMovieVectors with no ids lists them in catalogue order).
+    """
     embedding_dim: _builtins.int
     """Length of its movie vectors."""
     state: Global___ModelState.ValueType
@@ -406,6 +512,16 @@ class ModelInfo(_message.Message):
     """Mean age (years) of its training watchers; requests' ages are standardised with it."""
     age_std: _builtins.float
     """Standard deviation of its training watchers' ages (years)."""
+    num_train_watchers: _builtins.int
+    """Watchers it was trained on (after the filters, without the held-out ones)."""
+    num_heldout_watchers: _builtins.int
+    """Watchers held out of training, for measuring recommendations."""
+    has_age: _builtins.bool
+    """Whether the model takes a watcher's age (false: absent in its data, so
+    requests may omit it and it is ignored).
+    """
+    has_education: _builtins.bool
+    """Whether the model takes a watcher's education (false: absent, ignored)."""
     @_builtins.property
     def ref(self) -> Global___ModelRef:
         """Name and version."""
@@ -443,6 +559,18 @@ class ModelInfo(_message.Message):
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainProgress]:
         """Loss per epoch, in order (what Train streamed)."""
 
+    @_builtins.property
+    def dataset(self) -> Global___DatasetTraining:
+        """How a dataset became its training rows, with every default and the seed
+        filled in; unset for a model trained on synthetic data.
+        """
+
+    @_builtins.property
+    def dataset_info(self) -> Global___DatasetInfo:
+        """The dataset version it was trained on, as it was at training time (the
+        dataset may since have been deleted); unset for synthetic data.
+        """
+
     def __init__(
         self,
         *,
@@ -457,10 +585,16 @@ class ModelInfo(_message.Message):
         age_mean: _builtins.float = ...,
         age_std: _builtins.float = ...,
         history: _abc.Iterable[Global___TrainProgress] | None = ...,
+        dataset: Global___DatasetTraining | None = ...,
+        dataset_info: Global___DatasetInfo | None = ...,
+        num_train_watchers: _builtins.int = ...,
+        num_heldout_watchers: _builtins.int = ...,
+        has_age: _builtins.bool = ...,
+        has_education: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "ref", b"ref", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "dataset_info", b"dataset_info", "ref", b"ref", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_mean", b"age_mean", "age_std", b"age_std", "create_time", b"create_time", "embedding_dim", b"embedding_dim", "history", b"history", "metrics", b"metrics", "num_movies", b"num_movies", "ref", b"ref", "state", b"state", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_mean", b"age_mean", "age_std", b"age_std", "create_time", b"create_time", "dataset", b"dataset", "dataset_info", b"dataset_info", "embedding_dim", b"embedding_dim", "has_age", b"has_age", "has_education", b"has_education", "history", b"history", "metrics", b"metrics", "num_heldout_watchers", b"num_heldout_watchers", "num_movies", b"num_movies", "num_train_watchers", b"num_train_watchers", "ref", b"ref", "state", b"state", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -507,7 +641,7 @@ class GetMovieVectorRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     MOVIE_ID_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
-    """Movie id. Bound: >= 0 (INVALID_ARGUMENT) and < num_movies (NOT_FOUND)."""
+    """Movie id. Bound: >= 0 (INVALID_ARGUMENT) and in the catalogue (NOT_FOUND)."""
     @_builtins.property
     def model(self) -> Global___ModelRef:
         """Model version to read. Unset = the newest version of "default"."""
@@ -535,8 +669,11 @@ class GetMovieVectorResponse(_message.Message):
     MOVIE_ID_FIELD_NUMBER: _builtins.int
     VECTOR_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """The movie asked for."""
+    title: _builtins.str
+    """The movie's title ("" when its catalogue has none)."""
     @_builtins.property
     def vector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Row movie_id of the embedding kernel; embedding_dim values."""
@@ -551,10 +688,11 @@ class GetMovieVectorResponse(_message.Message):
         movie_id: _builtins.int = ...,
         vector: _abc.Iterable[_builtins.float] | None = ...,
         model: Global___ModelRef | None = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "movie_id", b"movie_id", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "movie_id", b"movie_id", "title", b"title", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -575,7 +713,7 @@ class BatchGetMovieVectorsRequest(_message.Message):
     @_builtins.property
     def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Movie ids, answered in this order (repeats allowed). Empty = all movies.
-        Each: >= 0 (INVALID_ARGUMENT) and < num_movies (NOT_FOUND).
+        Each: >= 0 (INVALID_ARGUMENT) and in the catalogue (NOT_FOUND).
         """
 
     def __init__(
@@ -630,8 +768,11 @@ class MovieVector(_message.Message):
 
     MOVIE_ID_FIELD_NUMBER: _builtins.int
     VECTOR_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """Movie id."""
+    title: _builtins.str
+    """The movie's title ("" when its catalogue has none)."""
     @_builtins.property
     def vector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Row movie_id of the embedding kernel; embedding_dim values."""
@@ -641,10 +782,11 @@ class MovieVector(_message.Message):
         *,
         movie_id: _builtins.int = ...,
         vector: _abc.Iterable[_builtins.float] | None = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "title", b"title", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -688,7 +830,7 @@ class NearestMoviesRequest(_message.Message):
     EXCLUDE_MOVIE_IDS_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """A movie of the catalogue; it is never its own neighbour.
-    Bound: >= 0 (INVALID_ARGUMENT) and < num_movies (NOT_FOUND).
+    Bound: >= 0 (INVALID_ARGUMENT) and in the catalogue (NOT_FOUND).
     """
     k: _builtins.int
     """Number of neighbours. 0 = 10. Bound: >= 0; more than the candidates
@@ -706,7 +848,7 @@ class NearestMoviesRequest(_message.Message):
 
     @_builtins.property
     def exclude_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Movies never returned. Each: >= 0 and < num_movies."""
+        """Movies never returned. Each: >= 0 and in the catalogue."""
 
     def __init__(
         self,
@@ -766,19 +908,23 @@ class Neighbor(_message.Message):
 
     MOVIE_ID_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """Movie id."""
     score: _builtins.float
     """Score under the request's metric; higher is nearer."""
+    title: _builtins.str
+    """The movie's title ("" when its catalogue has none)."""
     def __init__(
         self,
         *,
         movie_id: _builtins.int = ...,
         score: _builtins.float = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "score", b"score", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -795,17 +941,24 @@ class Watcher(_message.Message):
     AGE_YEARS_FIELD_NUMBER: _builtins.int
     EDUCATION_FIELD_NUMBER: _builtins.int
     age_years: _builtins.float
-    """Age in years (raw, not standardised). Bound: 0..150."""
+    """Age in years (raw, not standardised). Bound: 0..150. Ignored by a model
+    trained without ages (ModelInfo.has_age false).
+    """
     education: _builtins.int
-    """Education level, as in the notebook (0..5 in its data). Bound: >= 0."""
+    """Education level, as in the notebook (0..5 in its data). Bound: >= 0.
+    Ignored by a model trained without it (ModelInfo.has_education false).
+    """
     @_builtins.property
     def ratings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Rating of every movie: num_movies values in [0, 1] (1 = liked)."""
+        """Rating of every movie, in catalogue order: num_movies values in [0, 1]
+        (1 = liked).
+        """
 
     @_builtins.property
     def liked_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Ids of the movies the watcher liked (rating 1; all others 0).
-        Each: >= 0 and < num_movies. Empty with empty ratings = liked nothing.
+        """Ids of the movies the watcher liked (rating 1; all others 0): the natural
+        form for a large catalogue. Each: >= 0 and in the catalogue. Empty with
+        empty ratings = liked nothing.
         """
 
     def __init__(
@@ -1013,19 +1166,23 @@ class Recommendation(_message.Message):
 
     MOVIE_ID_FIELD_NUMBER: _builtins.int
     PROBABILITY_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """Movie id."""
     probability: _builtins.float
     """Probability that the watcher likes it, in [0, 1]."""
+    title: _builtins.str
+    """The movie's title ("" when its catalogue has none)."""
     def __init__(
         self,
         *,
         movie_id: _builtins.int = ...,
         probability: _builtins.float = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "probability", b"probability"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "probability", b"probability", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1124,3 +1281,571 @@ class GetModelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetModelResponse: _TypeAlias = GetModelResponse  # noqa: Y015
+
+@_typing.final
+class DatasetRef(_message.Message):
+    """Names a dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Dataset name, matching [a-z0-9][a-z0-9_-]{0,63}. Required."""
+    version: _builtins.int
+    """Version number, from 1. 0 = the newest version. Negative is invalid."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetRef: _TypeAlias = DatasetRef  # noqa: Y015
+
+@_typing.final
+class ImportDatasetRequest(_message.Message):
+    """One message of the ImportDataset stream: a header first, then chunks in any
+    order and number.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    RATINGS_FIELD_NUMBER: _builtins.int
+    WATCHERS_FIELD_NUMBER: _builtins.int
+    MOVIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___DatasetHeader:
+        """The first message, and only the first."""
+
+    @_builtins.property
+    def ratings(self) -> Global___RatingChunk:
+        """Some ratings."""
+
+    @_builtins.property
+    def watchers(self) -> Global___WatcherChunk:
+        """Some watchers' features."""
+
+    @_builtins.property
+    def movies(self) -> Global___MovieChunk:
+        """Some movies of the catalogue."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___DatasetHeader | None = ...,
+        ratings: Global___RatingChunk | None = ...,
+        watchers: Global___WatcherChunk | None = ...,
+        movies: Global___MovieChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "movies", b"movies", "part", b"part", "ratings", b"ratings", "watchers", b"watchers"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "movies", b"movies", "part", b"part", "ratings", b"ratings", "watchers", b"watchers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "ratings", "watchers", "movies"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ImportDatasetRequest: _TypeAlias = ImportDatasetRequest  # noqa: Y015
+
+@_typing.final
+class DatasetHeader(_message.Message):
+    """Names the dataset an import adds a version to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Dataset name. Bound: [a-z0-9][a-z0-9_-]{0,63}."""
+    description: _builtins.str
+    """Free text kept with the version (e.g. where the data came from). Bound:
+    at most 4,096 characters.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetHeader: _TypeAlias = DatasetHeader  # noqa: Y015
+
+@_typing.final
+class RatingChunk(_message.Message):
+    """Ratings as columns of equal length: row i is watcher_ids[i] rating
+    movie_ids[i] with ratings[i]. A later (watcher, movie) pair replaces an
+    earlier one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WATCHER_IDS_FIELD_NUMBER: _builtins.int
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    RATINGS_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def watcher_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Who rated; any integer >= 0 (only groups the ratings)."""
+
+    @_builtins.property
+    def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The dataset's own movie ids (e.g. MovieLens movieId). Bound: >= 0."""
+
+    @_builtins.property
+    def ratings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The ratings, any finite scale (e.g. 0.5..5 stars). Bound: finite."""
+
+    @_builtins.property
+    def timestamps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """When each rating was given (Unix seconds). Empty = not known; otherwise
+        the same length as the other columns.
+        """
+
+    def __init__(
+        self,
+        *,
+        watcher_ids: _abc.Iterable[_builtins.int] | None = ...,
+        movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        ratings: _abc.Iterable[_builtins.float] | None = ...,
+        timestamps: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_ids", b"movie_ids", "ratings", b"ratings", "timestamps", b"timestamps", "watcher_ids", b"watcher_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RatingChunk: _TypeAlias = RatingChunk  # noqa: Y015
+
+@_typing.final
+class WatcherChunk(_message.Message):
+    """Watcher features as columns. A feature column may be empty: that feature is
+    then absent for these watchers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WATCHER_IDS_FIELD_NUMBER: _builtins.int
+    AGE_YEARS_FIELD_NUMBER: _builtins.int
+    EDUCATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def watcher_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The watchers described. Bound: >= 0, each once in the whole import."""
+
+    @_builtins.property
+    def age_years(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Age in years, or empty. Bound: 0..150."""
+
+    @_builtins.property
+    def education(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Education level, or empty. Bound: >= 0."""
+
+    def __init__(
+        self,
+        *,
+        watcher_ids: _abc.Iterable[_builtins.int] | None = ...,
+        age_years: _abc.Iterable[_builtins.float] | None = ...,
+        education: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "education", b"education", "watcher_ids", b"watcher_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatcherChunk: _TypeAlias = WatcherChunk  # noqa: Y015
+
+@_typing.final
+class MovieChunk(_message.Message):
+    """Movies of the catalogue as columns (titles and genres may be empty columns)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    TITLES_FIELD_NUMBER: _builtins.int
+    GENRES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The dataset's own movie ids. Bound: >= 0; a movie listed twice must have
+        the same title both times.
+        """
+
+    @_builtins.property
+    def titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Titles, or empty."""
+
+    @_builtins.property
+    def genres(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Genres, "A|B|C" as MovieLens writes them, or empty."""
+
+    def __init__(
+        self,
+        *,
+        movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        titles: _abc.Iterable[_builtins.str] | None = ...,
+        genres: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["genres", b"genres", "movie_ids", b"movie_ids", "titles", b"titles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MovieChunk: _TypeAlias = MovieChunk  # noqa: Y015
+
+@_typing.final
+class DatasetInfo(_message.Message):
+    """Describes a stored dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    NUM_RATINGS_FIELD_NUMBER: _builtins.int
+    NUM_WATCHERS_FIELD_NUMBER: _builtins.int
+    NUM_MOVIES_FIELD_NUMBER: _builtins.int
+    HAS_AGE_FIELD_NUMBER: _builtins.int
+    HAS_EDUCATION_FIELD_NUMBER: _builtins.int
+    MIN_RATING_FIELD_NUMBER: _builtins.int
+    MAX_RATING_FIELD_NUMBER: _builtins.int
+    NUM_TITLED_MOVIES_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    NUM_DUPLICATE_RATINGS_FIELD_NUMBER: _builtins.int
+    NUM_DROPPED_WATCHERS_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    num_ratings: _builtins.int
+    """Ratings stored (after duplicates were merged)."""
+    num_watchers: _builtins.int
+    """Distinct watchers with at least one rating."""
+    num_movies: _builtins.int
+    """Movies in the catalogue: every movie rated or listed."""
+    has_age: _builtins.bool
+    """Whether any watcher has an age."""
+    has_education: _builtins.bool
+    """Whether any watcher has an education level."""
+    min_rating: _builtins.float
+    """The least rating."""
+    max_rating: _builtins.float
+    """The greatest rating."""
+    num_titled_movies: _builtins.int
+    """Movies with a title."""
+    description: _builtins.str
+    """The header's description."""
+    num_duplicate_ratings: _builtins.int
+    """Rating rows that repeated an earlier (watcher, movie) pair; the last was kept."""
+    num_dropped_watchers: _builtins.int
+    """Watchers whose features were given but who rated nothing; dropped."""
+    size_bytes: _builtins.int
+    """Bytes the version takes on disk."""
+    @_builtins.property
+    def ref(self) -> Global___DatasetRef:
+        """Name and version."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the version was stored (UTC)."""
+
+    def __init__(
+        self,
+        *,
+        ref: Global___DatasetRef | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        num_ratings: _builtins.int = ...,
+        num_watchers: _builtins.int = ...,
+        num_movies: _builtins.int = ...,
+        has_age: _builtins.bool = ...,
+        has_education: _builtins.bool = ...,
+        min_rating: _builtins.float = ...,
+        max_rating: _builtins.float = ...,
+        num_titled_movies: _builtins.int = ...,
+        description: _builtins.str = ...,
+        num_duplicate_ratings: _builtins.int = ...,
+        num_dropped_watchers: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "has_age", b"has_age", "has_education", b"has_education", "max_rating", b"max_rating", "min_rating", b"min_rating", "num_dropped_watchers", b"num_dropped_watchers", "num_duplicate_ratings", b"num_duplicate_ratings", "num_movies", b"num_movies", "num_ratings", b"num_ratings", "num_titled_movies", b"num_titled_movies", "num_watchers", b"num_watchers", "ref", b"ref", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetInfo: _TypeAlias = DatasetInfo  # noqa: Y015
+
+@_typing.final
+class ImportDatasetResponse(_message.Message):
+    """The stored dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset(self) -> Global___DatasetInfo:
+        """Its description."""
+
+    def __init__(
+        self,
+        *,
+        dataset: Global___DatasetInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportDatasetResponse: _TypeAlias = ImportDatasetResponse  # noqa: Y015
+
+@_typing.final
+class ListDatasetsRequest(_message.Message):
+    """Asks for the stored dataset versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Only versions of this dataset. Empty = all datasets."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetsRequest: _TypeAlias = ListDatasetsRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetsResponse(_message.Message):
+    """The stored dataset versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetInfo]:
+        """Sorted by name, then version."""
+
+    def __init__(
+        self,
+        *,
+        datasets: _abc.Iterable[Global___DatasetInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetsResponse: _TypeAlias = ListDatasetsResponse  # noqa: Y015
+
+@_typing.final
+class GetDatasetRequest(_message.Message):
+    """Asks for one dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset(self) -> Global___DatasetRef:
+        """The version; version 0 = the newest."""
+
+    def __init__(
+        self,
+        *,
+        dataset: Global___DatasetRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetRequest: _TypeAlias = GetDatasetRequest  # noqa: Y015
+
+@_typing.final
+class GetDatasetResponse(_message.Message):
+    """One dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset(self) -> Global___DatasetInfo:
+        """Its description."""
+
+    def __init__(
+        self,
+        *,
+        dataset: Global___DatasetInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetResponse: _TypeAlias = GetDatasetResponse  # noqa: Y015
+
+@_typing.final
+class DeleteDatasetRequest(_message.Message):
+    """Asks to delete a dataset version, or all of them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset(self) -> Global___DatasetRef:
+        """The version; version 0 = every version of the name."""
+
+    def __init__(
+        self,
+        *,
+        dataset: Global___DatasetRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatasetRequest: _TypeAlias = DeleteDatasetRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDatasetResponse(_message.Message):
+    """What was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetInfo]:
+        """The versions deleted."""
+
+    def __init__(
+        self,
+        *,
+        datasets: _abc.Iterable[Global___DatasetInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatasetResponse: _TypeAlias = DeleteDatasetResponse  # noqa: Y015
+
+@_typing.final
+class SearchMoviesRequest(_message.Message):
+    """Asks for movies of a model's catalogue by title."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """Words that must all appear in the title, in any case and with or without
+    accents ("miserables" finds "Misérables, Les (1995)"). Bound: at least one
+    letter or digit.
+    """
+    limit: _builtins.int
+    """Most movies returned. 0 = 10. Bound: >= 0."""
+    @_builtins.property
+    def model(self) -> Global___ModelRef:
+        """Model version whose catalogue is searched. Unset = the newest "default"."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___ModelRef | None = ...,
+        query: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "model", b"model", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMoviesRequest: _TypeAlias = SearchMoviesRequest  # noqa: Y015
+
+@_typing.final
+class SearchMoviesResponse(_message.Message):
+    """Movies whose titles match."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIES_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def movies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Movie]:
+        """Most-liked first (ties by lower id)."""
+
+    @_builtins.property
+    def model(self) -> Global___ModelRef:
+        """The model version that answered."""
+
+    def __init__(
+        self,
+        *,
+        movies: _abc.Iterable[Global___Movie] | None = ...,
+        model: Global___ModelRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "movies", b"movies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMoviesResponse: _TypeAlias = SearchMoviesResponse  # noqa: Y015
+
+@_typing.final
+class Movie(_message.Message):
+    """A movie of a model's catalogue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    GENRES_FIELD_NUMBER: _builtins.int
+    NUM_LIKES_FIELD_NUMBER: _builtins.int
+    movie_id: _builtins.int
+    """The dataset's own movie id."""
+    title: _builtins.str
+    """Its title ("" when the catalogue has none)."""
+    num_likes: _builtins.int
+    """Likes it had among the model's training watchers."""
+    @_builtins.property
+    def genres(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its genres ("Comedy", ...), empty when unknown."""
+
+    def __init__(
+        self,
+        *,
+        movie_id: _builtins.int = ...,
+        title: _builtins.str = ...,
+        genres: _abc.Iterable[_builtins.str] | None = ...,
+        num_likes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["genres", b"genres", "movie_id", b"movie_id", "num_likes", b"num_likes", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Movie: _TypeAlias = Movie  # noqa: Y015

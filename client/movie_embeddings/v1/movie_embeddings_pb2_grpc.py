@@ -32,7 +32,8 @@ class MovieEmbeddingServiceStub:
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
     model ready yet -> FAILED_PRECONDITION; training too large or too many at
-    once -> RESOURCE_EXHAUSTED.
+    once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
+    wrong token where the server asks for one -> UNAUTHENTICATED.
     """
 
     def __init__(self, channel):
@@ -76,6 +77,31 @@ class MovieEmbeddingServiceStub:
                 request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetModelResponse.FromString,
                 _registered_method=True)
+        self.ImportDataset = channel.stream_unary(
+                '/movie_embeddings.v1.MovieEmbeddingService/ImportDataset',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ImportDatasetRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ImportDatasetResponse.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/movie_embeddings.v1.MovieEmbeddingService/ListDatasets',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/movie_embeddings.v1.MovieEmbeddingService/GetDataset',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetDatasetResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/movie_embeddings.v1.MovieEmbeddingService/DeleteDataset',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
+        self.SearchMovies = channel.unary_unary(
+                '/movie_embeddings.v1.MovieEmbeddingService/SearchMovies',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesResponse.FromString,
+                _registered_method=True)
 
 
 class MovieEmbeddingServiceServicer:
@@ -85,12 +111,14 @@ class MovieEmbeddingServiceServicer:
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
     model ready yet -> FAILED_PRECONDITION; training too large or too many at
-    once -> RESOURCE_EXHAUSTED.
+    once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
+    wrong token where the server asks for one -> UNAUTHENTICATED.
     """
 
     def Train(self, request, context):
-        """Generates synthetic data, trains a model on it and stores it as a new
-        version of `model_name`. Streams one `progress` event per epoch, then one
+        """Generates synthetic data (or reads a stored dataset), trains a model on it
+        and stores it as a new version of `model_name`. Streams `progress` events
+        (at least one per epoch, and every ~2 s inside a long epoch), then one
         `model` event with the new version's ModelInfo.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -139,6 +167,47 @@ class MovieEmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportDataset(self, request_iterator, context):
+        """Stores a user's ratings, catalogue and watcher features as the next version
+        of a named dataset. Client streaming: first a `header`, then any number of
+        chunks. Everything is validated before anything is stored; a bad row or a
+        stream that breaks off stores nothing. Needs the token wherever Train does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Lists the stored dataset versions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """Describes one dataset version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Deletes one dataset version, or every version of a name. Models trained on
+        it keep working (each keeps its own catalogue). Needs the token wherever
+        Train does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchMovies(self, request, context):
+        """Finds movies of a model's catalogue by title: case- and accent-insensitive,
+        every word of the query must appear in the title; most-liked first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MovieEmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +246,31 @@ def add_MovieEmbeddingServiceServicer_to_server(servicer, server):
                     request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetModelRequest.FromString,
                     response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetModelResponse.SerializeToString,
             ),
+            'ImportDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportDataset,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ImportDatasetRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ImportDatasetResponse.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetDatasetRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetDatasetResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+            'SearchMovies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMovies,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'movie_embeddings.v1.MovieEmbeddingService', rpc_method_handlers)
@@ -192,7 +286,8 @@ class MovieEmbeddingService:
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
     model ready yet -> FAILED_PRECONDITION; training too large or too many at
-    once -> RESOURCE_EXHAUSTED.
+    once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
+    wrong token where the server asks for one -> UNAUTHENTICATED.
     """
 
     @staticmethod
@@ -374,6 +469,141 @@ class MovieEmbeddingService:
             '/movie_embeddings.v1.MovieEmbeddingService/GetModel',
             movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetModelRequest.SerializeToString,
             movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/ImportDataset',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ImportDatasetRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ImportDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/ListDatasets',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ListDatasetsRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/GetDataset',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetDatasetRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.GetDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/DeleteDataset',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteDatasetRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMovies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/SearchMovies',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesResponse.FromString,
             options,
             channel_credentials,
             insecure,

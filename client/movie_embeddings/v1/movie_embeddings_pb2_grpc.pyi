@@ -35,7 +35,8 @@ class MovieEmbeddingServiceStub:
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
     model ready yet -> FAILED_PRECONDITION; training too large or too many at
-    once -> RESOURCE_EXHAUSTED.
+    once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
+    wrong token where the server asks for one -> UNAUTHENTICATED.
     """
 
     @_typing.overload
@@ -43,8 +44,9 @@ class MovieEmbeddingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MovieEmbeddingServiceAsyncStub: ...
     Train: _grpc.UnaryStreamMultiCallable[_movie_embeddings_pb2.TrainRequest, _movie_embeddings_pb2.TrainResponse]
-    """Generates synthetic data, trains a model on it and stores it as a new
-    version of `model_name`. Streams one `progress` event per epoch, then one
+    """Generates synthetic data (or reads a stored dataset), trains a model on it
+    and stores it as a new version of `model_name`. Streams `progress` events
+    (at least one per epoch, and every ~2 s inside a long epoch), then one
     `model` event with the new version's ModelInfo.
     """
     GetMovieVector: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.GetMovieVectorRequest, _movie_embeddings_pb2.GetMovieVectorResponse]
@@ -59,6 +61,25 @@ class MovieEmbeddingServiceStub:
     """Lists the stored model versions."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.GetModelRequest, _movie_embeddings_pb2.GetModelResponse]
     """Describes one model version."""
+    ImportDataset: _grpc.StreamUnaryMultiCallable[_movie_embeddings_pb2.ImportDatasetRequest, _movie_embeddings_pb2.ImportDatasetResponse]
+    """Stores a user's ratings, catalogue and watcher features as the next version
+    of a named dataset. Client streaming: first a `header`, then any number of
+    chunks. Everything is validated before anything is stored; a bad row or a
+    stream that breaks off stores nothing. Needs the token wherever Train does.
+    """
+    ListDatasets: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.ListDatasetsRequest, _movie_embeddings_pb2.ListDatasetsResponse]
+    """Lists the stored dataset versions."""
+    GetDataset: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.GetDatasetRequest, _movie_embeddings_pb2.GetDatasetResponse]
+    """Describes one dataset version."""
+    DeleteDataset: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.DeleteDatasetRequest, _movie_embeddings_pb2.DeleteDatasetResponse]
+    """Deletes one dataset version, or every version of a name. Models trained on
+    it keep working (each keeps its own catalogue). Needs the token wherever
+    Train does.
+    """
+    SearchMovies: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.SearchMoviesRequest, _movie_embeddings_pb2.SearchMoviesResponse]
+    """Finds movies of a model's catalogue by title: case- and accent-insensitive,
+    every word of the query must appear in the title; most-liked first.
+    """
 
 @_typing.type_check_only
 class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
@@ -68,13 +89,15 @@ class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
     model ready yet -> FAILED_PRECONDITION; training too large or too many at
-    once -> RESOURCE_EXHAUSTED.
+    once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
+    wrong token where the server asks for one -> UNAUTHENTICATED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Train: _aio.UnaryStreamMultiCallable[_movie_embeddings_pb2.TrainRequest, _movie_embeddings_pb2.TrainResponse]  # type: ignore[assignment]
-    """Generates synthetic data, trains a model on it and stores it as a new
-    version of `model_name`. Streams one `progress` event per epoch, then one
+    """Generates synthetic data (or reads a stored dataset), trains a model on it
+    and stores it as a new version of `model_name`. Streams `progress` events
+    (at least one per epoch, and every ~2 s inside a long epoch), then one
     `model` event with the new version's ModelInfo.
     """
     GetMovieVector: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.GetMovieVectorRequest, _movie_embeddings_pb2.GetMovieVectorResponse]  # type: ignore[assignment]
@@ -89,6 +112,25 @@ class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
     """Lists the stored model versions."""
     GetModel: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.GetModelRequest, _movie_embeddings_pb2.GetModelResponse]  # type: ignore[assignment]
     """Describes one model version."""
+    ImportDataset: _aio.StreamUnaryMultiCallable[_movie_embeddings_pb2.ImportDatasetRequest, _movie_embeddings_pb2.ImportDatasetResponse]  # type: ignore[assignment]
+    """Stores a user's ratings, catalogue and watcher features as the next version
+    of a named dataset. Client streaming: first a `header`, then any number of
+    chunks. Everything is validated before anything is stored; a bad row or a
+    stream that breaks off stores nothing. Needs the token wherever Train does.
+    """
+    ListDatasets: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.ListDatasetsRequest, _movie_embeddings_pb2.ListDatasetsResponse]  # type: ignore[assignment]
+    """Lists the stored dataset versions."""
+    GetDataset: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.GetDatasetRequest, _movie_embeddings_pb2.GetDatasetResponse]  # type: ignore[assignment]
+    """Describes one dataset version."""
+    DeleteDataset: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.DeleteDatasetRequest, _movie_embeddings_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
+    """Deletes one dataset version, or every version of a name. Models trained on
+    it keep working (each keeps its own catalogue). Needs the token wherever
+    Train does.
+    """
+    SearchMovies: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.SearchMoviesRequest, _movie_embeddings_pb2.SearchMoviesResponse]  # type: ignore[assignment]
+    """Finds movies of a model's catalogue by title: case- and accent-insensitive,
+    every word of the query must appear in the title; most-liked first.
+    """
 
 class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trains models and answers queries on the movie vectors they learned.
@@ -97,7 +139,8 @@ class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
     model ready yet -> FAILED_PRECONDITION; training too large or too many at
-    once -> RESOURCE_EXHAUSTED.
+    once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
+    wrong token where the server asks for one -> UNAUTHENTICATED.
     """
 
     @_abc_1.abstractmethod
@@ -106,8 +149,9 @@ class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _movie_embeddings_pb2.TrainRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_movie_embeddings_pb2.TrainResponse], _abc.AsyncIterator[_movie_embeddings_pb2.TrainResponse]]:
-        """Generates synthetic data, trains a model on it and stores it as a new
-        version of `model_name`. Streams one `progress` event per epoch, then one
+        """Generates synthetic data (or reads a stored dataset), trains a model on it
+        and stores it as a new version of `model_name`. Streams `progress` events
+        (at least one per epoch, and every ~2 s inside a long epoch), then one
         `model` event with the new version's ModelInfo.
         """
 
@@ -158,5 +202,54 @@ class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_movie_embeddings_pb2.GetModelResponse, _abc.Awaitable[_movie_embeddings_pb2.GetModelResponse]]:
         """Describes one model version."""
+
+    @_abc_1.abstractmethod
+    def ImportDataset(
+        self,
+        request_iterator: _MaybeAsyncIterator[_movie_embeddings_pb2.ImportDatasetRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_movie_embeddings_pb2.ImportDatasetResponse, _abc.Awaitable[_movie_embeddings_pb2.ImportDatasetResponse]]:
+        """Stores a user's ratings, catalogue and watcher features as the next version
+        of a named dataset. Client streaming: first a `header`, then any number of
+        chunks. Everything is validated before anything is stored; a bad row or a
+        stream that breaks off stores nothing. Needs the token wherever Train does.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDatasets(
+        self,
+        request: _movie_embeddings_pb2.ListDatasetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_movie_embeddings_pb2.ListDatasetsResponse, _abc.Awaitable[_movie_embeddings_pb2.ListDatasetsResponse]]:
+        """Lists the stored dataset versions."""
+
+    @_abc_1.abstractmethod
+    def GetDataset(
+        self,
+        request: _movie_embeddings_pb2.GetDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_movie_embeddings_pb2.GetDatasetResponse, _abc.Awaitable[_movie_embeddings_pb2.GetDatasetResponse]]:
+        """Describes one dataset version."""
+
+    @_abc_1.abstractmethod
+    def DeleteDataset(
+        self,
+        request: _movie_embeddings_pb2.DeleteDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_movie_embeddings_pb2.DeleteDatasetResponse, _abc.Awaitable[_movie_embeddings_pb2.DeleteDatasetResponse]]:
+        """Deletes one dataset version, or every version of a name. Models trained on
+        it keep working (each keeps its own catalogue). Needs the token wherever
+        Train does.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchMovies(
+        self,
+        request: _movie_embeddings_pb2.SearchMoviesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_movie_embeddings_pb2.SearchMoviesResponse, _abc.Awaitable[_movie_embeddings_pb2.SearchMoviesResponse]]:
+        """Finds movies of a model's catalogue by title: case- and accent-insensitive,
+        every word of the query must appear in the title; most-liked first.
+        """
 
 def add_MovieEmbeddingServiceServicer_to_server(servicer: MovieEmbeddingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
