@@ -74,7 +74,7 @@ BREAKING_EDITS = {
     ),
     "field-renumbered": (
         "  int32 num_movies = 6;\n",
-        "  int32 num_movies = 12;\n",
+        "  int32 num_movies = 40;\n",
         "FIELD_NO_DELETE",
         ["num_movies", "ModelInfo"],
     ),
