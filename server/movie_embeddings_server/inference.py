@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from . import search
-from .errors import InvalidArgument, NotFound
+from .catalogue import Catalogue
+from .errors import InvalidArgument
 
 MAX_AGE_YEARS = 150.0
 # Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie
@@ -46,15 +47,25 @@ def _check_ratings(ratings: np.ndarray, field_of_row: Callable[[int], str]) -> N
 
 
 class ServedModel:
-    """One model version: its weights, age statistics and metadata, prepared once at load."""
+    """One model version: its weights, age statistics, catalogue and metadata, prepared once
+    at load. Requests and answers name movies by the catalogue's ids; the arrays are in rows."""
 
     def __init__(
-        self, name: str, version: int, weights: dict[str, np.ndarray], meta: dict[str, Any]
+        self,
+        name: str,
+        version: int,
+        weights: dict[str, np.ndarray],
+        meta: dict[str, Any],
+        catalogue: Catalogue | None = None,
     ):
         self.name = name
         self.version = version
         self.meta = meta
         self.embedding = np.ascontiguousarray(weights["embedding"], dtype=np.float32)
+        self.catalogue = catalogue or Catalogue.identity(len(self.embedding))
+        # A model trained without a feature takes it as absent: 0 after standardisation.
+        self.has_age = bool(meta.get("has_age", True))
+        self.has_education = bool(meta.get("has_education", True))
         self.unit = search.unit_rows(self.embedding)
         self.hidden_kernel = weights["hidden_kernel"].astype(np.float32)
         self.hidden_bias = weights["hidden_bias"].astype(np.float32)
@@ -78,29 +89,13 @@ class ServedModel:
     def embedding_dim(self) -> int:
         return int(self.embedding.shape[1])
 
-    def check_movie_ids(self, field: str, ids: np.ndarray) -> None:
-        """Negative ids are malformed; ids past the catalogue name movies that do not exist."""
+    def vectors(self, ids: np.ndarray, field: str = "movie_ids") -> tuple[np.ndarray, np.ndarray]:
+        """The rows of movies `ids` and their embedding vectors (every row, in catalogue order,
+        when `ids` is empty)."""
         if ids.size == 0:
-            return
-        if ids.min() < 0:
-            raise InvalidArgument(field, f"movie ids must be >= 0, got {int(ids.min())}")
-        if ids.max() >= self.num_movies:
-            raise NotFound(
-                f"{field}: movie {int(ids.max())} is not in model {self.name} v{self.version} "
-                f"(movie ids are 0..{self.num_movies - 1})"
-            )
-
-    def check_movie_id(self, field: str, movie_id: int) -> None:
-        """check_movie_ids for one id, without building an array (the hot path)."""
-        if not 0 <= movie_id < self.num_movies:
-            self.check_movie_ids(field, np.array([movie_id]))
-
-    def vectors(self, ids: np.ndarray, field: str = "movie_ids") -> np.ndarray:
-        """Rows `ids` of the embedding kernel (all rows when `ids` is empty)."""
-        if ids.size == 0:
-            return self.embedding
-        self.check_movie_ids(field, ids)
-        return self.embedding[ids]
+            return np.arange(self.num_movies), self.embedding
+        rows = self.catalogue.rows(field, ids)
+        return rows, self.embedding[rows]
 
     def nearest(
         self,
@@ -111,32 +106,33 @@ class ServedModel:
         metric: str,
         exclude: np.ndarray,
     ) -> tuple[list[int], list[float]]:
-        """Ids and scores of the k nearest movies, best first; the query movie is excluded."""
+        """Rows and scores of the k nearest movies, best first; the query movie is excluded.
+        `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back)."""
         if k < 0:
             raise InvalidArgument("k", f"must be >= 0, got {k}")
-        self.check_movie_ids("exclude_movie_ids", exclude)
+        exclude = self.catalogue.rows("exclude_movie_ids", exclude)
         if (movie_id is None) == (vector is None):
             raise InvalidArgument("query", "set exactly one of movie_id or vector")
         if movie_id is not None:
-            self.check_movie_id("movie_id", movie_id)
+            row = self.catalogue.row("movie_id", movie_id)
             if self.num_movies <= TABLE_MOVIES:
-                return self._from_table(movie_id, k, metric, set(exclude.tolist()))
-            query = self.embedding[movie_id]
-            exclude = np.append(exclude, movie_id)
+                return self._from_table(row, k, metric, set(exclude.tolist()))
+            query = self.embedding[row]
+            exclude = np.append(exclude, row)
         else:
             assert vector is not None
             query = self._check_vector(vector, metric)
         row_scores = search.scores(self.embedding, self.unit, query, metric)
-        ids = search.top_k(row_scores, k, exclude)
-        return ids.tolist(), row_scores[ids].tolist()
+        rows = search.top_k(row_scores, k, exclude)
+        return rows.tolist(), row_scores[rows].tolist()
 
     def _from_table(
-        self, movie_id: int, k: int, metric: str, excluded: set[int]
+        self, row: int, k: int, metric: str, excluded: set[int]
     ) -> tuple[list[int], list[float]]:
         """A movie's neighbours read off its row of the ranking table: no search per query."""
         order, ranked_scores = self._table(metric)
-        ids = order[movie_id, : k + len(excluded)].tolist()
-        scores = ranked_scores[movie_id, : k + len(excluded)].tolist()
+        ids = order[row, : k + len(excluded)].tolist()
+        scores = ranked_scores[row, : k + len(excluded)].tolist()
         if excluded:
             kept = [i for i, m in enumerate(ids) if m not in excluded][:k]
             return [ids[i] for i in kept], [scores[i] for i in kept]
@@ -169,8 +165,8 @@ class ServedModel:
     def forward(self, watchers: Watchers) -> np.ndarray:
         """The Keras model's output, (n, movies) float32: the same layers in numpy."""
         x = np.empty((len(watchers.ratings), 2 + self.num_movies), dtype=np.float32)
-        x[:, 0] = (watchers.age_years - self.age_mean) / self.age_std
-        x[:, 1] = watchers.education
+        x[:, 0] = (watchers.age_years - self.age_mean) / self.age_std if self.has_age else 0.0
+        x[:, 1] = watchers.education if self.has_education else 0.0
         x[:, 2:] = watchers.ratings
         hidden = x @ self.input_to_hidden
         hidden += self.hidden_bias
@@ -186,7 +182,8 @@ class ServedModel:
         age_years: list[float],
         education: list[int],
     ) -> Watchers:
-        """Watchers from per-watcher ratings or liked ids (exactly one each), bounds checked."""
+        """Watchers from per-watcher ratings (in catalogue order) or liked movie ids (exactly
+        one each), bounds checked."""
         if not ratings:
             raise InvalidArgument("watchers", "must hold at least one watcher")
         matrix = np.zeros((len(ratings), self.num_movies), dtype=np.float32)
@@ -213,9 +210,11 @@ class ServedModel:
                 matrix[i] = row
                 rated.append(i)
             elif ids:
-                if not all(0 <= m < self.num_movies for m in ids):
-                    self.check_movie_ids(f"watchers[{i}].liked_movie_ids", np.asarray(ids))
-                matrix[i, ids] = 1.0
+                if self.catalogue.is_identity and all(0 <= m < self.num_movies for m in ids):
+                    matrix[i, ids] = 1.0
+                else:
+                    field = f"watchers[{i}].liked_movie_ids"
+                    matrix[i, self.catalogue.rows(field, np.asarray(ids))] = 1.0
         _check_ratings(matrix[rated], lambda row: f"watchers[{rated[row]}].ratings")
         return Watchers(matrix, np.asarray(age_years, np.float32), np.asarray(education))
 
@@ -258,7 +257,8 @@ class ServedModel:
         return watchers
 
     def reconstruct(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Probabilities per watcher, and its top_k likeliest movies not liked (rating < 0.5)."""
+        """Probabilities per watcher, and the rows of its top_k likeliest movies not liked
+        (rating < 0.5)."""
         if top_k < 0:
             raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
         probabilities = self.forward(watchers)

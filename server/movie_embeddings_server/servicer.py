@@ -15,6 +15,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from . import config, errors
+from .catalogue import Catalogue
 from .inference import ServedModel
 from .metrics import Metrics
 from .rpc import handler
@@ -44,6 +45,16 @@ METRIC_NAMES = {
 
 def _ref(served: ServedModel) -> pb.ModelRef:
     return pb.ModelRef(name=served.name, version=served.version)
+
+
+def _recommendations(
+    catalogue: Catalogue, probabilities: list[float], chosen: np.ndarray
+) -> list[pb.Recommendation]:
+    """The chosen rows as recommendations: the catalogue's ids, probabilities, titles."""
+    return [
+        pb.Recommendation(movie_id=m, probability=probabilities[r], title=catalogue.title(r))
+        for m, r in zip(catalogue.ids(chosen).tolist(), chosen.tolist(), strict=True)
+    ]
 
 
 def model_info(served: ServedModel) -> pb.ModelInfo:
@@ -130,9 +141,12 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext
     ) -> pb.GetMovieVectorResponse:
         served = self._model(request.model)
-        served.check_movie_id("movie_id", request.movie_id)
+        row = served.catalogue.row("movie_id", request.movie_id)
         return pb.GetMovieVectorResponse(
-            movie_id=request.movie_id, vector=served.rows[request.movie_id], model=_ref(served)
+            movie_id=request.movie_id,
+            vector=served.rows[row],
+            model=_ref(served),
+            title=served.catalogue.title(row),
         )
 
     @handler
@@ -140,13 +154,17 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self, request: pb.BatchGetMovieVectorsRequest, context: grpc.ServicerContext
     ) -> pb.BatchGetMovieVectorsResponse:
         served = self._model(request.model)
-        ids = np.asarray(request.movie_ids, dtype=np.int64)
-        matrix = served.vectors(ids)
-        ids = ids if ids.size else np.arange(served.num_movies)
+        catalogue = served.catalogue
+        rows, matrix = served.vectors(np.asarray(request.movie_ids, dtype=np.int64))
         return pb.BatchGetMovieVectorsResponse(
             vectors=[
-                pb.MovieVector(movie_id=i, vector=row)
-                for i, row in zip(ids.tolist(), matrix.tolist(), strict=True)
+                pb.MovieVector(movie_id=i, vector=vector, title=catalogue.title(row))
+                for i, row, vector in zip(
+                    catalogue.ids(rows).tolist(),
+                    rows.tolist(),
+                    matrix.tolist(),
+                    strict=True,
+                )
             ],
             model=_ref(served),
         )
@@ -159,7 +177,7 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         query = request.WhichOneof("query")
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
-        ids, scores = served.nearest(
+        rows, scores = served.nearest(
             movie_id=request.movie_id if query == "movie_id" else None,
             vector=np.asarray(request.vector.values, dtype=np.float32)
             if query == "vector"
@@ -168,8 +186,13 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             metric=METRIC_NAMES[request.metric],
             exclude=np.asarray(request.exclude_movie_ids, dtype=np.int64),
         )
+        catalogue = served.catalogue
+        ids = rows if catalogue.is_identity else catalogue.movie_ids[rows].tolist()
         return pb.NearestMoviesResponse(
-            neighbors=[pb.Neighbor(movie_id=i, score=s) for i, s in zip(ids, scores, strict=True)],
+            neighbors=[
+                pb.Neighbor(movie_id=i, score=s, title=catalogue.title(r))
+                for i, r, s in zip(ids, rows, scores, strict=True)
+            ],
             model=_ref(served),
         )
 
@@ -188,15 +211,15 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             [w.education for w in ws],
         )
         probabilities, recommended = served.reconstruct(watchers, request.top_k)
+        catalogue = served.catalogue
         rows = probabilities.tolist()  # Python floats fill protobuf fields fastest
         return pb.ReconstructResponse(
             reconstructions=[
                 pb.Reconstruction(
                     probabilities=row,
-                    recommendations=[
-                        pb.Recommendation(movie_id=m, probability=row[m])
-                        for m in (recommended[i].tolist() if recommended else ())
-                    ],
+                    recommendations=_recommendations(catalogue, row, recommended[i])
+                    if recommended
+                    else (),
                 )
                 for i, row in enumerate(rows)
             ],
@@ -221,12 +244,32 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         probabilities, recommended = served.reconstruct(watchers, request.top_k)
         ids = np.full((len(probabilities), request.top_k), -1, dtype="<i4")
         for row, chosen in zip(ids, recommended, strict=True) if recommended else ():
-            row[: len(chosen)] = chosen
+            row[: len(chosen)] = served.catalogue.ids(chosen)
         return pb.ReconstructResponse(
             batch=pb.ReconstructionBatch(
                 probabilities=probabilities.astype("<f4").tobytes(),
                 recommended_movie_ids=ids.tobytes(),
             ),
+            model=_ref(served),
+        )
+
+    @handler
+    def SearchMovies(
+        self, request: pb.SearchMoviesRequest, context: grpc.ServicerContext
+    ) -> pb.SearchMoviesResponse:
+        served = self._model(request.model)
+        catalogue = served.catalogue
+        rows = catalogue.search(request.query, request.limit or 10)
+        return pb.SearchMoviesResponse(
+            movies=[
+                pb.Movie(
+                    movie_id=int(catalogue.movie_ids[r]),
+                    title=catalogue.title(r),
+                    genres=catalogue.genre_list(r),
+                    num_likes=int(catalogue.num_likes[r]),
+                )
+                for r in rows
+            ],
             model=_ref(served),
         )
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .catalogue import FILE as CATALOGUE_FILE
+from .catalogue import Catalogue
 from .config import DEFAULT_MODEL
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .inference import WEIGHT_NAMES, ServedModel
@@ -50,6 +52,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -121,20 +128,29 @@ class Store:
         # An open file, not a path: np.load leaks its own handle on a damaged archive.
         with open(path / WEIGHTS, "rb") as f, np.load(f) as npz:
             weights = {k: npz[k] for k in WEIGHT_NAMES}
-        return ServedModel(name, version, weights, meta)
+        catalogue = Catalogue.load(path, len(weights["embedding"]))
+        return ServedModel(name, version, weights, meta, catalogue)
 
     def _register(self, served: ServedModel) -> None:
         with self._lock:
             self._models.setdefault(served.name, {})[served.version] = served
 
     def stage(
-        self, name: str, keras_model: Any, weights: dict[str, np.ndarray], meta: dict
+        self,
+        name: str,
+        keras_model: Any,
+        weights: dict[str, np.ndarray],
+        meta: dict,
+        catalogue: Catalogue | None = None,
     ) -> Path:
         """Write a complete version into a hidden staging directory (not yet a version)."""
         tmp = self.root / name / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         if keras_model is not None:
             keras_model.save(tmp / KERAS_MODEL)
+        if catalogue is not None:  # none: the identity of a synthetic model's movies
+            catalogue.save(tmp)
+            _fsync_file(tmp / CATALOGUE_FILE)
         with open(tmp / WEIGHTS, "wb") as f:
             np.savez(f, allow_pickle=False, **weights)
             f.flush()

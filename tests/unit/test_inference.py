@@ -67,14 +67,16 @@ def test_sizes(model: ServedModel) -> None:
 
 
 def test_vectors_of_no_ids_are_all_rows(model: ServedModel, weights) -> None:
-    got = model.vectors(NONE)
+    rows, got = model.vectors(NONE)
+    np.testing.assert_array_equal(rows, np.arange(MOVIES))
     assert got.shape == (MOVIES, DIM)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, weights["embedding"])
 
 
 def test_vectors_of_ids_are_those_rows_in_order(model: ServedModel, weights) -> None:
-    got = model.vectors(np.array([5, 0, 5, MOVIES - 1]))
+    rows, got = model.vectors(np.array([5, 0, 5, MOVIES - 1]))
+    np.testing.assert_array_equal(rows, [5, 0, 5, MOVIES - 1])
     np.testing.assert_array_equal(got, weights["embedding"][[5, 0, 5, MOVIES - 1]])
 
 
