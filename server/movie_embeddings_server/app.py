@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +107,20 @@ class Running:
             self.metrics_http.server_close()
 
 
+def _check_free(host: str, port: int) -> None:
+    """Raise OSError("port N is in use") when another program listens on it (gRPC's own
+    error says only that it failed to bind)."""
+    if port == 0:
+        return
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(errno.EADDRINUSE, f"port {port} is in use") from exc
+        # anything else (an address not of this machine, ...) is for gRPC's bind to report
+
+
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     """Load the store and bind the server (not started); NOT_SERVING until a model is ready."""
     store = Store(cfg.data_dir)
@@ -127,6 +143,9 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
         options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default: a second server on a busy port would then
+            # bind too, and the kernel would split calls between two stores.
+            ("grpc.so_reuseport", 0),
         ],
     )
     pb_grpc.add_MovieEmbeddingServiceServicer_to_server(
@@ -146,14 +165,18 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{cfg.host}:{cfg.port}"
-    if cfg.tls_cert and cfg.tls_key:
-        port = server.add_secure_port(
-            address, server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
-        )
-    else:
-        port = server.add_insecure_port(address)
+    _check_free(cfg.host, cfg.port)
+    try:
+        if cfg.tls_cert and cfg.tls_key:
+            port = server.add_secure_port(
+                address, server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+            )
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises "Failed to bind" rather than returning 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+        raise OSError(f"cannot listen on {address}: not an address of this machine")
     running = Running(server, port, store, trainer, health_servicer)
     if metrics and cfg.metrics_port is not None:
         running.metrics_http = metrics.serve(cfg.host, cfg.metrics_port)
@@ -184,13 +207,27 @@ def bootstrap(running: Running) -> None:
     running.set_serving(True)
 
 
+def _on_signal(received: list[int]) -> Callable[[int, Any], None]:
+    """A handler that only records the signal: Python runs it between two bytecodes of the
+    main thread, which may hold any lock (an Event's, logging's), so it takes none and writes
+    nothing. A second signal means "now": the process ends at once, 0 for SIGTERM and 130
+    for a second Ctrl-C, as servers usually do."""
+
+    def handle(signum: int, _frame: Any) -> None:
+        received.append(signum)  # atomic under the GIL; no lock
+        if len(received) > 1:
+            os._exit(130 if signum == signal.SIGINT else 0)
+
+    return handle
+
+
 def serve(cfg: ServerConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop within the grace period."""
     started = time.perf_counter()
-    stopping = threading.Event()
+    received: list[int] = []
     failed: list[BaseException] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
+        signal.signal(sig, _on_signal(received))
     server, running = create_server(cfg)
     running.trainer.warm()  # the first Train then need not wait for TensorFlow's import
     server.start()
@@ -206,13 +243,12 @@ def serve(cfg: ServerConfig) -> None:
         except BaseException as exc:
             log.exception("could not train the default model")
             failed.append(exc)
-            stopping.set()
 
     threading.Thread(target=ready, name="bootstrap", daemon=True).start()
-    # A timed wait: a signal the kernel hands to another thread (gRPC's, or the bootstrap's)
-    # only runs its Python handler once this thread wakes up, and an untimed wait never does.
-    while not stopping.wait(timeout=0.2):
-        pass
+    # Short sleeps: a signal the kernel hands to another thread (gRPC's, or the bootstrap's)
+    # only runs its Python handler once this thread wakes up.
+    while not (received or failed):
+        time.sleep(0.1)
     log.info("shutting down (grace %.1f s)", cfg.grace_seconds)
     running.stop(cfg.grace_seconds)
     if failed:

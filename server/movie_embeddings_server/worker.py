@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -75,26 +76,31 @@ def run(
 
 
 class _Jobs:
-    """Reads stdin on its own thread, so that a stop reaches the job while it runs."""
+    """Reads stdin on its own thread, so that a stop reaches the job while it runs, or
+    before it starts (a job stopped while queued, or while TensorFlow loads, never starts)."""
 
     def __init__(self, lines: IO[str]) -> None:
         self._lines = lines
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._current: tuple[int, training.StopSignal] | None = None
+        self._stopped: set[int] = set()
         threading.Thread(target=self._read, name="stdin", daemon=True).start()
 
     def _read(self) -> None:
         for line in self._lines:
             message = json.loads(line)
-            if "train" in message:
-                self._queue.put(message)
             with self._lock:
-                if self._current and self._current[0] == message.get("stop"):
-                    self._current[1].set()
+                if "train" in message:
+                    self._queue.put(message)
+                elif (stopped := message.get("stop")) is not None:
+                    self._stopped.add(stopped)
+                    if self._current and self._current[0] == stopped:
+                        self._current[1].set()
         with self._lock:  # the server is gone: stop, and take no more jobs
-            if self._current:
-                self._current[1].set()
+            if self._current is None:
+                os._exit(0)  # nothing started: leave now, even in the middle of TF's import
+            self._current[1].set()
         self._queue.put(None)
 
     def next(self) -> tuple[int, dict[str, Any], training.StopSignal] | None:
@@ -104,24 +110,33 @@ class _Jobs:
         stop = training.StopSignal()
         with self._lock:
             self._current = (message["id"], stop)
+            if message["id"] in self._stopped:
+                stop.set()
         return message["id"], message["train"], stop
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s trainer: %(message)s")
     os.nice(NICENESS)
+    # Ctrl-C reaches the whole process group: the server stops this process itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "w", buffering=1)  # the channel to the server: this and no more
     os.dup2(2, 1)  # anything else printed lands in the server's log
     store = Store(Path(sys.argv[1]))
+    jobs = _Jobs(sys.stdin)
     import keras  # TensorFlow's import, paid once, before the first job arrives
 
-    jobs = _Jobs(sys.stdin)
-
     def send(job_id: int, **event: Any) -> None:
-        out.write(json.dumps({"id": job_id, **event}) + "\n")
+        try:
+            out.write(json.dumps({"id": job_id, **event}) + "\n")
+        except BrokenPipeError:  # the server has gone: nobody to tell, nothing to finish
+            os._exit(0)
 
     while (job := jobs.next()) is not None:
         job_id, train, stop = job
+        if stop.is_set():
+            send(job_id, cancelled="training was cancelled before it started")
+            continue
         try:
             staged = run(
                 store,
