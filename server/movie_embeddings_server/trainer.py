@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import queue
 import subprocess
 import sys
 import threading
@@ -48,6 +49,10 @@ class _Process:
         )
         self._send_lock = threading.Lock()
         self.jobs = 0
+        # Its messages, read on a thread of their own so that a cancel can wake the job's
+        # reader even while the process says nothing (e.g. still importing TensorFlow).
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, name="trainer-output", daemon=True).start()
 
     def send(self, **message: Any) -> None:
         with self._send_lock:
@@ -58,10 +63,11 @@ class _Process:
             except (BrokenPipeError, ValueError):
                 pass  # it has exited: its reader sees the end of its output
 
-    def receive(self) -> dict[str, Any] | None:
+    def _read(self) -> None:
         assert self.popen.stdout is not None
-        line = self.popen.stdout.readline()
-        return json.loads(line) if line else None
+        for line in self.popen.stdout:
+            self.messages.put(json.loads(line))
+        self.messages.put(None)  # it has exited
 
     def close(self) -> None:
         """Stop it; called between jobs (or once it has failed), when it holds no work."""
@@ -74,8 +80,6 @@ class _Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-        assert self.popen.stdout is not None
-        self.popen.stdout.close()
 
 
 class TrainJob:
@@ -103,6 +107,7 @@ class TrainJob:
                 return
             self._cancelled = True
             self._process.send(stop=self._id)
+            self._process.messages.put({"wake": self._id})
             self._killer = threading.Timer(KILL_AFTER, self._process.popen.kill)
             self._killer.daemon = True
             self._killer.start()
@@ -115,12 +120,23 @@ class TrainJob:
                 self._killer.cancel()
             return self._cancelled
 
+    def _receive(self) -> dict[str, Any] | None:
+        """The process's next message for this job, or this job's wake-up after a cancel
+        (a wake-up left over from an earlier job on the process is skipped)."""
+        while True:
+            message = self._process.messages.get()
+            if message is None or message.get("wake", self._id) == self._id:
+                return message
+
     def __iter__(self) -> Iterator[Epoch | ServedModel]:
         message = None
         outcome = "failed"
         try:
-            while (message := self._process.receive()) is not None and "epoch" in message:
+            while (message := self._receive()) is not None and "epoch" in message:
                 yield Epoch(**message["epoch"])
+            if message is not None and "wake" in message:
+                outcome = "cancelled"
+                raise Cancelled("training was cancelled")
             cancelled = self._end()
             if message is not None and "staged" in message:
                 staged = Path(message["staged"])
@@ -139,16 +155,23 @@ class TrainJob:
                 )
             raise RuntimeError(f"training {self.name!r} failed: {message['error']}")
         finally:
-            if not self._ended:  # the caller stopped listening: stop the work it asked for
-                outcome = "cancelled"
+            if self._ended:  # the process has answered to the end: it can take the next job
+                self._trainer._release(self, self._process, message is not None, outcome)
+            else:  # cancelled, or the caller stopped listening: stop the work it asked for
                 self.cancel()
-                while (message := self._process.receive()) is not None and "epoch" in message:
-                    pass
-                if message is not None and "staged" in message:
-                    self._trainer.store.discard(Path(message["staged"]))
-                self._end()
-            # A process that answered to the end can take the next job.
-            self._trainer._release(self, self._process, message is not None, outcome)
+                threading.Thread(target=self._drain, name="train-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        """Wait, off the caller's thread, for the process to end the cancelled job (within one
+        TensorFlow call, or at once if it had not started), then free the process."""
+        while (message := self._receive()) is not None and not (
+            "staged" in message or "cancelled" in message or "error" in message
+        ):
+            pass
+        if message is not None and "staged" in message:
+            self._trainer.store.discard(Path(message["staged"]))
+        self._end()
+        self._trainer._release(self, self._process, message is not None, "cancelled")
 
 
 class Trainer:
