@@ -23,6 +23,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from . import config
+from .datasets import DatasetStore
 from .errors import Cancelled
 from .metrics import Metrics
 from .security import TokenAuth, server_credentials
@@ -33,7 +34,10 @@ from .trainer import Trainer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MovieEmbeddingService"].full_name
-TRAIN_METHOD = f"/{SERVICE_NAME}/Train"
+# The calls that write to the store: with an auth token they need it even without auth_all.
+WRITE_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("Train", "ImportDataset", "DeleteDataset")
+)
 BOOTSTRAP_SEED = 42  # the default model a newcomer gets is the same on every machine
 
 
@@ -52,12 +56,13 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # given: mutual TLS, clients need a certificate it signed
-    auth_token: str | None = None  # given: Train needs `authorization: Bearer <token>`
+    auth_token: str | None = None  # given: WRITE_METHODS need `authorization: Bearer <token>`
     auth_all: bool = False  # and so does every RPC of the service (health, reflection stay open)
     access_log: bool = False  # a log line for every call, not only for failed ones
     metrics_port: int | None = None  # given: Prometheus metrics on http://host:port/metrics
     poll_seconds: float = 2.0  # how often the store is read for versions other processes wrote
     server_id: str = ""  # sent as `server-id` trailing metadata; "" = HOSTNAME-PID
+    max_dataset_ratings: int = 50_000_000  # rating rows one ImportDataset may send
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Running:
     server: grpc.Server
     port: int
     store: Store
+    datasets: DatasetStore
     trainer: Trainer
     health: health.HealthServicer
     metrics_http: Any = None  # the HTTP server of /metrics, when on
@@ -90,8 +96,10 @@ class Running:
                     if loaded := self.store.load_new():
                         log.info("loaded %d new version(s) written by another process", loaded)
                         self.set_serving(True)
+                    if added := self.datasets.load_new():
+                        log.info("found %d new dataset version(s) stored by another process", added)
                 except Exception:  # e.g. a shared filesystem briefly away: try again later
-                    log.exception("reading the model store failed")
+                    log.exception("reading the model or dataset store failed")
 
         threading.Thread(target=loop, name="store-poll", daemon=True).start()
 
@@ -126,6 +134,8 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     store = Store(cfg.data_dir)
     loaded = store.load_new()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
+    datasets = DatasetStore(cfg.data_dir)
+    log.info("found %d dataset version(s)", datasets.load_new())
     metrics = Metrics(store) if cfg.metrics_port is not None else None
     trainer = Trainer(store, cfg.max_concurrent_trains, metrics.training if metrics else None)
     # Threads, not grpc.aio: a bare asyncio server answered ~1.25x slower than a threaded one
@@ -135,7 +145,7 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     workers = cfg.max_workers or (os.cpu_count() or 1) + cfg.max_concurrent_trains
     interceptors: list[grpc.ServerInterceptor] = []
     if cfg.auth_token:
-        guarded = (lambda _: True) if cfg.auth_all else (lambda m: m == TRAIN_METHOD)
+        guarded = (lambda _: True) if cfg.auth_all else (lambda m: m in WRITE_METHODS)
         interceptors.append(TokenAuth(cfg.auth_token, guarded))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
@@ -156,6 +166,8 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
             cfg.access_log,
             metrics,
             cfg.server_id or f"{socket.gethostname()}-{os.getpid()}",
+            datasets=datasets,
+            max_dataset_ratings=cfg.max_dataset_ratings,
         ),
         server,
     )
@@ -177,7 +189,7 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
         port = 0
     if port == 0:
         raise OSError(f"cannot listen on {address}: not an address of this machine")
-    running = Running(server, port, store, trainer, health_servicer)
+    running = Running(server, port, store, datasets, trainer, health_servicer)
     if metrics and cfg.metrics_port is not None:
         running.metrics_http = metrics.serve(cfg.host, cfg.metrics_port)
         log.info("metrics on http://%s:%d/metrics", cfg.host, running.metrics_http.server_port)

@@ -6,12 +6,9 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import re
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,15 +21,21 @@ from .catalogue import Catalogue
 from .config import DEFAULT_MODEL
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .inference import WEIGHT_NAMES, ServedModel
+from .versions import (
+    DATASETS_DIR,
+    NAME_RE,
+    check_store_name,
+    commit,
+    fsync_dir,
+    fsync_file,
+    staging_dir,
+    version_numbers,
+    write_file,
+    write_npz,
+)
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
-_NAME_RE = re.compile(NAME_PATTERN)
-_VERSION_RE = re.compile(r"[1-9][0-9]*")
-_TMP_PREFIX = ".tmp-"
-_LOCK_FILE = ".lock"
-STALE_STAGING_SECONDS = 3600.0  # a staging directory this old belongs to no live training
 METADATA = "metadata.json"
 WEIGHTS = "weights.npz"
 KERAS_MODEL = "model.keras"
@@ -40,30 +43,10 @@ KERAS_MODEL = "model.keras"
 
 def check_name(field: str, name: str) -> str:
     """The model name to use: empty means "default"; nothing that could leave the data dir."""
-    name = name or DEFAULT_MODEL
-    if not _NAME_RE.fullmatch(name):
-        raise InvalidArgument(field, f"must match {NAME_PATTERN}, got {name!r}")
+    name = check_store_name(field, name or DEFAULT_MODEL)
+    if name == DATASETS_DIR:
+        raise InvalidArgument(field, f"{DATASETS_DIR!r} is reserved for the dataset store")
     return name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class Store:
@@ -82,14 +65,12 @@ class Store:
         1, 2, 4, ... up to 300 seconds; it never disturbs what is served."""
         count = 0
         for model_dir in sorted(self.root.iterdir()):
-            if not (model_dir.is_dir() and _NAME_RE.fullmatch(model_dir.name)):
+            if not (model_dir.is_dir() and NAME_RE.fullmatch(model_dir.name)):
                 continue
-            for version_dir in model_dir.iterdir():
-                if version_dir.name.startswith(_TMP_PREFIX):
-                    self._remove_if_stale(version_dir)
-                if not _VERSION_RE.fullmatch(version_dir.name):
-                    continue
-                name, version = model_dir.name, int(version_dir.name)
+            if model_dir.name == DATASETS_DIR:
+                continue
+            for version in version_numbers(model_dir):
+                name, version_dir = model_dir.name, model_dir / str(version)
                 with self._lock:
                     if version in self._models.get(name, {}):
                         continue
@@ -114,14 +95,6 @@ class Store:
                 count += 1
         return count
 
-    @staticmethod
-    def _remove_if_stale(staged: Path) -> None:
-        """A staging directory left by a killed training; a recent one may be another
-        process's work in progress (replicas can share a store), so it is left alone."""
-        if time.time() - staged.stat().st_mtime > STALE_STAGING_SECONDS:
-            log.info("removing %s, left by an unfinished training", staged)
-            shutil.rmtree(staged, ignore_errors=True)
-
     def _read(self, name: str, version: int) -> ServedModel:
         path = self.root / name / str(version)
         meta = json.loads((path / METADATA).read_text())
@@ -144,19 +117,15 @@ class Store:
         catalogue: Catalogue | None = None,
     ) -> Path:
         """Write a complete version into a hidden staging directory (not yet a version)."""
-        tmp = self.root / name / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
+        tmp = staging_dir(self.root / name)
         if keras_model is not None:
             keras_model.save(tmp / KERAS_MODEL)
         if catalogue is not None:  # none: the identity of a synthetic model's movies
             catalogue.save(tmp)
-            _fsync_file(tmp / CATALOGUE_FILE)
-        with open(tmp / WEIGHTS, "wb") as f:
-            np.savez(f, allow_pickle=False, **weights)
-            f.flush()
-            os.fsync(f.fileno())
-        _write_file(tmp / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
-        _fsync_dir(tmp)
+            fsync_file(tmp / CATALOGUE_FILE)
+        write_npz(tmp / WEIGHTS, weights)
+        write_file(tmp / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
+        fsync_dir(tmp)
         return tmp
 
     @contextlib.contextmanager
@@ -172,25 +141,10 @@ class Store:
             yield True
 
     def commit(self, name: str, staged: Path) -> ServedModel:
-        """Rename a staged directory to the next version number and serve it.
-
-        The number is chosen under an exclusive lock on `<name>/.lock`, which holds across
-        processes sharing the store and is released by the kernel if its holder dies.
-        """
-        try:
-            with self._lock, open(self.root / name / _LOCK_FILE, "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                existing = [
-                    int(p.name)
-                    for p in (self.root / name).iterdir()
-                    if _VERSION_RE.fullmatch(p.name)
-                ]
-                version = max(existing, default=0) + 1
-                os.rename(staged, self.root / name / str(version))
-                _fsync_dir(self.root / name)
-        except BaseException:
-            self.discard(staged)
-            raise
+        """Rename a staged directory to the next version number (under the lock that holds
+        across processes sharing the store) and serve it."""
+        with self._lock:
+            version = commit(self.root / name, staged)
         served = self._read(name, version)
         self._register(served)
         return served

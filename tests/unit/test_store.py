@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from movie_embeddings_server import errors, store
+from movie_embeddings_server import errors, store, versions
 from movie_embeddings_server.inference import WEIGHT_NAMES
 from movie_embeddings_server.store import Store
 
@@ -194,7 +194,7 @@ def test_a_stale_staging_directory_is_removed_at_load_a_recent_one_kept(tmp_path
     s = Store(tmp_path)
     stale = s.stage("default", None, _weights(1), _meta(1))
     recent = s.stage("default", None, _weights(2), _meta(2))
-    old = time.time() - store.STALE_STAGING_SECONDS - 60
+    old = time.time() - versions.STALE_STAGING_SECONDS - 60
     os.utime(stale, (old, old))
     assert Store(tmp_path).load_new() == 0
     assert not stale.exists()
