@@ -47,6 +47,7 @@ class Catalogue:
         self._row_of = {} if self.is_identity else {m: r for r, m in enumerate(self.movie_ids)}
         self._sorted = np.argsort(self.movie_ids, kind="stable")
         self._index: tuple[list[str], list[np.ndarray]] | None = None
+        self.owner = "this model"  # how errors name it; ServedModel names its version
 
     @classmethod
     def identity(cls, n: int) -> Catalogue:
@@ -56,8 +57,12 @@ class Catalogue:
         return len(self.movie_ids)
 
     def _not_found(self, field: str, movie_id: int) -> NotFound:
-        span = f"0..{len(self) - 1}" if self.is_identity else f"{len(self)} ids of its dataset"
-        return NotFound(f"{field}: movie {movie_id} is not in this model's catalogue ({span})")
+        span = (
+            f"movie ids are 0..{len(self) - 1}"
+            if self.is_identity
+            else f"its catalogue holds {len(self)} movies, by their dataset's ids"
+        )
+        return NotFound(f"{field}: movie {movie_id} is not in {self.owner} ({span})")
 
     def row(self, field: str, movie_id: int) -> int:
         """The row of one movie id (the hot path: no array is built)."""

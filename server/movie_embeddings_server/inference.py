@@ -63,6 +63,7 @@ class ServedModel:
         self.meta = meta
         self.embedding = np.ascontiguousarray(weights["embedding"], dtype=np.float32)
         self.catalogue = catalogue or Catalogue.identity(len(self.embedding))
+        self.catalogue.owner = f"model {name} v{version}"
         # A model trained without a feature takes it as absent: 0 after standardisation.
         self.has_age = bool(meta.get("has_age", True))
         self.has_education = bool(meta.get("has_education", True))

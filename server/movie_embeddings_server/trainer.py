@@ -22,11 +22,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import SyntheticSpec, TrainSpec
+from .config import DatasetTrainingSpec, SyntheticSpec, TrainSpec
 from .errors import Cancelled, ResourceExhausted
 from .inference import ServedModel
 from .store import Store
 from .training import Epoch
+from .worker import refused_error
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class _Process:
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.messages.put(json.loads(line))
+        with self.popen.stdout:
+            for line in self.popen.stdout:
+                self.messages.put(json.loads(line))
         self.messages.put(None)  # it has exited
 
     def close(self) -> None:
@@ -149,6 +151,8 @@ class TrainJob:
             if cancelled or (message is not None and "cancelled" in message):
                 outcome = "cancelled"
                 raise Cancelled("training was cancelled")
+            if message is not None and "refused" in message:
+                raise refused_error(message["refused"])
             if message is None:
                 raise RuntimeError(
                     f"the trainer process exited (code {self._process.popen.wait()})"
@@ -202,9 +206,14 @@ class Trainer:
                 self._idle.append(_Process(self.store.root))
 
     def start(
-        self, name: str, synthetic: SyntheticSpec, spec: TrainSpec, wait: bool = False
+        self,
+        name: str,
+        source: SyntheticSpec | DatasetTrainingSpec,
+        spec: TrainSpec,
+        wait: bool = False,
     ) -> TrainJob:
-        """Hand a training to a free trainer process; without `wait`, refuse when none is free."""
+        """Hand a training on `source` (synthetic data or a stored dataset) to a free trainer
+        process; without `wait`, refuse when none is free."""
         if not self._slots.acquire(blocking=wait):
             raise ResourceExhausted(
                 f"{self.max_concurrent} training(s) already running (the server's "
@@ -219,7 +228,8 @@ class Trainer:
             process = self._idle.pop() if self._idle else _Process(self.store.root)
             job = TrainJob(self, process, next(self._ids), name)
             self._jobs.add(job)
-        train = {"name": name, "synthetic": asdict(synthetic), "spec": asdict(spec)}
+        kind = "dataset" if isinstance(source, DatasetTrainingSpec) else "synthetic"
+        train = {"name": name, kind: asdict(source), "spec": asdict(spec)}
         process.send(id=job._id, train=train)
         log.info("training %r in trainer process %d", name, job.pid)
         self._on_outcome("started")
@@ -242,12 +252,12 @@ class Trainer:
     def train(
         self,
         name: str,
-        synthetic: SyntheticSpec,
+        source: SyntheticSpec | DatasetTrainingSpec,
         spec: TrainSpec,
         on_epoch: Callable[[Epoch], None] = lambda _: None,
     ) -> ServedModel:
         """Train to the end on this thread, waiting for a free trainer process if need be."""
-        for event in self.start(name, synthetic, spec, wait=True):
+        for event in self.start(name, source, spec, wait=True):
             if isinstance(event, ServedModel):
                 return event
             on_epoch(event)

@@ -37,6 +37,8 @@ const LOADER_OPTIONS = {
 const QUERY_DEADLINE_MS = 30 * 1000; // every query RPC
 const TRAIN_DEADLINE_MS = 90 * 1000; // the Train stream, from start to last message
 const TRAIN_MODEL = 'nodemodel';
+const DATASET = 'nodedata'; // what it imports: 40 watchers x 12 movies with titles
+const DATASET_MODEL = 'nodedatamodel';
 
 // A deadline `ms` milliseconds from now, for a call's options.
 function deadline(ms) {
@@ -63,6 +65,39 @@ function collect(client, method, request, ms) {
     call.on('error', reject); // a failed stream ends with 'error', not 'end'
     call.on('end', () => resolve(messages));
   });
+}
+
+// A client-streaming call as a promise of its one response: writes every message, then ends.
+function stream(client, method, messages, ms = QUERY_DEADLINE_MS) {
+  return new Promise((resolve, reject) => {
+    const call = client[method](deadline(ms), (err, response) => {
+      if (err) reject(err);
+      else resolve(response);
+    });
+    for (const message of messages) call.write(message);
+    call.end();
+  });
+}
+
+// The small dataset it imports: movie ids 10, 20, ..., 120 (a dataset's own ids, not rows);
+// watcher w likes the 6 movies of its half (w % 2) and rates the others 1 star.
+function datasetMessages() {
+  const movieIds = Array.from({ length: 12 }, (_, i) => 10 * (i + 1));
+  const titles = movieIds.map((m) => `Film ${m} (2001)`);
+  titles[0] = 'Misérables, Les (1995)';
+  const ratings = { watcherIds: [], movieIds: [], ratings: [] };
+  for (let w = 0; w < 40; w += 1) {
+    movieIds.forEach((m, i) => {
+      ratings.watcherIds.push(String(w)); // int64 as a string
+      ratings.movieIds.push(m);
+      ratings.ratings.push(Math.floor(i / 6) === w % 2 ? 5 : 1);
+    });
+  }
+  return [
+    { header: { name: DATASET, description: 'made by client.js' } },
+    { movies: { movieIds, titles, genres: movieIds.map(() => 'Drama|War') } },
+    { ratings },
+  ];
 }
 
 // A call that must fail: resolves with its status, rejects if it succeeded.
@@ -103,6 +138,23 @@ async function main(target) {
     results.getModel = await unary(client, 'GetModel', { model: { name: 'default' } });
     // An error: movie 999 is beyond the catalogue of 80 movies -> NOT_FOUND (5).
     results.notFound = await expectError(unary(client, 'GetMovieVector', { movieId: 999 }));
+    // Users' own data: import, list, describe, train on it, search by title, query by own ids.
+    results.importDataset = await stream(client, 'ImportDataset', datasetMessages());
+    results.listDatasets = await unary(client, 'ListDatasets', { name: DATASET });
+    results.getDataset = await unary(client, 'GetDataset', { dataset: { name: DATASET } });
+    results.trainDataset = await collect(client, 'Train', {
+      modelName: DATASET_MODEL,
+      dataset: { dataset: { name: DATASET }, minLikesPerWatcher: 1, holdoutFraction: 0.1, seed: '3' },
+      training: { epochs: 2, embeddingDim: 4, hiddenUnits: 8 },
+    }, TRAIN_DEADLINE_MS);
+    const model = { name: DATASET_MODEL };
+    results.searchMovies = await unary(client, 'SearchMovies', { model, query: 'miserables' });
+    results.datasetNearest = await unary(client, 'NearestMovies', { model, movieId: 10, k: 3 });
+    results.badImport = await expectError(stream(client, 'ImportDataset', [
+      { header: { name: 'nodebad' } },
+      { ratings: { watcherIds: ['1', '2'], movieIds: [5, -7], ratings: [4, 4] } },
+    ]));
+    results.deleteDataset = await unary(client, 'DeleteDataset', { dataset: { name: DATASET } });
     return results;
   } finally {
     client.close();
