@@ -1,5 +1,7 @@
 """Python SDK of the movie-embeddings gRPC server."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .client import DEFAULT_TARGET, AsyncClient, Client
 from .errors import (
     ERROR_FOR_CODE,
@@ -19,9 +21,16 @@ from .errors import (
     Unimplemented,
 )
 from .types import (
+    DatasetColumns,
+    DatasetInfo,
+    DatasetRef,
+    DatasetTraining,
     ModelInfo,
     ModelRef,
+    Movie,
+    MovieColumns,
     Neighbor,
+    RatingColumns,
     Recommendation,
     Reconstruction,
     ReconstructionBatch,
@@ -29,7 +38,13 @@ from .types import (
     TrainingConfig,
     TrainProgress,
     Watcher,
+    WatcherColumns,
 )
+
+try:
+    __version__ = version("movie-embeddings")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -39,15 +54,22 @@ __all__ = [
     "AsyncClient",
     "Cancelled",
     "Client",
+    "DatasetColumns",
+    "DatasetInfo",
+    "DatasetRef",
+    "DatasetTraining",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
     "ModelInfo",
     "ModelRef",
+    "Movie",
+    "MovieColumns",
     "MovieEmbeddingsError",
     "Neighbor",
     "NotFound",
     "PermissionDenied",
+    "RatingColumns",
     "Recommendation",
     "Reconstruction",
     "ReconstructionBatch",
@@ -60,4 +82,6 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Watcher",
+    "WatcherColumns",
+    "__version__",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -14,7 +14,17 @@ import numpy as np
 from grpc_health.v1 import health_pb2
 
 from . import _convert as convert
-from .types import ModelInfo, Neighbor, Reconstruction, ReconstructionBatch, Watcher
+from .types import (
+    DatasetColumns,
+    DatasetInfo,
+    DatasetRef,
+    ModelInfo,
+    Movie,
+    Neighbor,
+    Reconstruction,
+    ReconstructionBatch,
+    Watcher,
+)
 from .v1 import movie_embeddings_pb2 as pb
 
 T = TypeVar("T")
@@ -26,11 +36,14 @@ READS = [
     "Reconstruct",
     "ListModels",
     "GetModel",
+    "ListDatasets",
+    "GetDataset",
+    "SearchMovies",
 ]
 
-# Reads (never Train: it has effects) are retried by gRPC itself when the server is
-# UNAVAILABLE (not up yet, restarting, a connection lost): up to 4 attempts, backoff
-# 0.1 s doubling to 2 s, all within the call's deadline.
+# Reads (never Train, ImportDataset or DeleteDataset: they have effects) are retried by gRPC
+# itself when the server is UNAVAILABLE (not up yet, restarting, a connection lost): up to 4
+# attempts, backoff 0.1 s doubling to 2 s, all within the call's deadline.
 SERVICE_CONFIG = json.dumps(
     {
         # Spread calls over every address of the target (replicas), not only the first.
@@ -106,8 +119,18 @@ def bearer(token: str | None) -> tuple[tuple[str, str], ...]:
 
 class TrainSettings(TypedDict, total=False):
     """What a Train may set; a missing (or None) one takes the server's default, the preset's
-    ("default" unless `preset="notebook"`, the notebook's settings exactly)."""
+    ("default" unless `preset="notebook"`, the notebook's settings exactly; a dataset's
+    defaults differ from synthetic data's).
 
+    `dataset` (a name, or a DatasetRef for one version) trains on a stored dataset, with
+    like_threshold ... holdout_fraction and `seed` (the held-out split's); without it the
+    data is synthetic: num_watchers, num_movies, num_types and `seed` (the generator's)."""
+
+    dataset: str | DatasetRef | None
+    like_threshold: float | None
+    min_likes_per_watcher: int | None
+    min_likes_per_movie: int | None
+    holdout_fraction: float | None
     num_watchers: int | None
     num_movies: int | None
     num_types: int | None
@@ -123,6 +146,7 @@ class TrainSettings(TypedDict, total=False):
     embedding_l2: float | None
     early_stopping_patience: int | None
     learning_rate_schedule: str | None
+    input_dropout: float | None
 
 
 @dataclass(frozen=True)
@@ -211,3 +235,59 @@ def list_models(name: str | None) -> Call[list[ModelInfo]]:
 def get_model(model: convert.ModelArg) -> Call[ModelInfo]:
     request = pb.GetModelRequest(model=convert.model_ref(model))
     return Call("GetModel", request, lambda r: convert.model_info(r.model))
+
+
+def search_movies(query: str, limit: int, model: convert.ModelArg) -> Call[list[Movie]]:
+    request = pb.SearchMoviesRequest(model=convert.model_ref(model), query=query, limit=limit)
+    return Call("SearchMovies", request, lambda r: [convert.movie(m) for m in r.movies])
+
+
+def _dataset_infos(response: Any) -> list[DatasetInfo]:
+    return [convert.dataset_info(d) for d in response.datasets]
+
+
+def list_datasets(name: str | None) -> Call[list[DatasetInfo]]:
+    return Call("ListDatasets", pb.ListDatasetsRequest(name=name or ""), _dataset_infos)
+
+
+def get_dataset(name: convert.DatasetArg, version: int) -> Call[DatasetInfo]:
+    request = pb.GetDatasetRequest(dataset=convert.dataset_ref(name, version))
+    return Call("GetDataset", request, lambda r: convert.dataset_info(r.dataset))
+
+
+def delete_dataset(name: convert.DatasetArg, version: int) -> Call[list[DatasetInfo]]:
+    request = pb.DeleteDatasetRequest(dataset=convert.dataset_ref(name, version))
+    return Call("DeleteDataset", request, _dataset_infos)
+
+
+ImportProgress = Callable[[int, int], None]
+
+
+def import_dataset(
+    name: str,
+    ratings: Any,
+    watchers: Any,
+    movies: Any,
+    description: str,
+    chunk_rows: int,
+    progress: ImportProgress | None,
+) -> Call[DatasetInfo]:
+    """A client-streaming call: its `request` is the iterator of messages. Every column is
+    converted and checked here, before the stream starts, since an error raised while gRPC
+    pulls messages would reach the caller only as a cancelled call."""
+    columns = DatasetColumns.from_tables(ratings, movies, watchers)
+    messages = convert.import_requests(name, description, columns, chunk_rows)
+    header, _ = next(messages)  # checks chunk_rows now
+    tables = (columns.ratings, columns.watchers, columns.movies)
+    total = sum(len(t) for t in tables if t is not None)
+
+    def requests() -> Iterator[Any]:
+        yield header
+        sent = 0
+        for message, rows in messages:
+            yield message
+            sent += rows  # gRPC asks for the next message once it has taken this one
+            if progress is not None:
+                progress(sent, total)
+
+    return Call("ImportDataset", requests(), lambda r: convert.dataset_info(r.dataset))

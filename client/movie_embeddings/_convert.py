@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -12,8 +13,13 @@ import numpy.typing as npt
 
 from .types import (
     DEFAULT_MODEL,
+    DatasetColumns,
+    DatasetInfo,
+    DatasetRef,
+    DatasetTraining,
     ModelInfo,
     ModelRef,
+    Movie,
     Neighbor,
     Recommendation,
     Reconstruction,
@@ -22,6 +28,7 @@ from .types import (
     TrainingConfig,
     TrainProgress,
     Watcher,
+    WatcherColumns,
 )
 from .v1 import movie_embeddings_pb2 as pb
 
@@ -36,7 +43,10 @@ _SCHEDULE_NAMES = {v: k for k, v in SCHEDULES.items()}
 _STATE_NAMES = {pb.MODEL_STATE_READY: "ready"}
 
 ModelArg = str | ModelRef | None
+DatasetArg = str | DatasetRef
 _SYNTHETIC_FIELDS = tuple(pb.SyntheticData.DESCRIPTOR.fields_by_name)
+# DatasetTraining's own settings; its `dataset` and `seed` are handled apart.
+_DATASET_FIELDS = tuple(set(pb.DatasetTraining.DESCRIPTOR.fields_by_name) - {"dataset", "seed"})
 
 
 def model_ref(model: ModelArg) -> pb.ModelRef:
@@ -50,6 +60,17 @@ def model_ref(model: ModelArg) -> pb.ModelRef:
 
 def from_model_ref(ref: pb.ModelRef) -> ModelRef:
     return ModelRef(name=ref.name or DEFAULT_MODEL, version=ref.version)
+
+
+def dataset_ref(dataset: DatasetArg, version: int = 0) -> pb.DatasetRef:
+    """A name (with `version`, 0 = the newest) or a DatasetRef."""
+    if isinstance(dataset, DatasetRef):
+        return pb.DatasetRef(name=dataset.name, version=dataset.version)
+    return pb.DatasetRef(name=dataset, version=version)
+
+
+def from_dataset_ref(ref: pb.DatasetRef) -> DatasetRef:
+    return DatasetRef(name=ref.name, version=ref.version)
 
 
 def _enum(field: str, names: dict[str, Any], name: str) -> Any:
@@ -75,17 +96,20 @@ def _float32(x: float) -> float:
     return float(f"{x:.7g}")
 
 
+def _seed(message: pb.SyntheticData | pb.DatasetTraining) -> int | None:
+    return message.seed if message.HasField("seed") else None
+
+
+def synthetic_data(s: pb.SyntheticData) -> SyntheticData:
+    return SyntheticData(s.num_watchers, s.num_movies, s.num_types, _seed(s))
+
+
 def model_info(info: pb.ModelInfo) -> ModelInfo:
-    s, t = info.synthetic, info.training
+    t = info.training
     return ModelInfo(
         ref=from_model_ref(info.ref),
         create_time=info.create_time.ToDatetime(tzinfo=UTC),
-        synthetic=SyntheticData(
-            num_watchers=s.num_watchers,
-            num_movies=s.num_movies,
-            num_types=s.num_types,
-            seed=s.seed if s.HasField("seed") else None,
-        ),
+        synthetic=synthetic_data(info.synthetic) if info.HasField("synthetic") else None,
         training=TrainingConfig(
             preset=_PRESET_NAMES.get(t.preset, "default"),
             embedding_dim=t.embedding_dim,
@@ -98,6 +122,7 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
             embedding_l2=_float32(t.embedding_l2),
             early_stopping_patience=t.early_stopping_patience,
             learning_rate_schedule=_SCHEDULE_NAMES.get(t.learning_rate_schedule, "unspecified"),
+            input_dropout=_float32(t.input_dropout),
         ),
         metrics=dict(info.metrics),
         num_movies=info.num_movies,
@@ -106,12 +131,54 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
         age_mean=info.age_mean,
         age_std=info.age_std,
         history=tuple(progress(p) for p in info.history),
+        dataset=dataset_training(info.dataset) if info.HasField("dataset") else None,
+        dataset_info=dataset_info(info.dataset_info) if info.HasField("dataset_info") else None,
+        num_train_watchers=info.num_train_watchers,
+        num_heldout_watchers=info.num_heldout_watchers,
+        has_age=info.has_age,
+        has_education=info.has_education,
     )
+
+
+def dataset_training(t: pb.DatasetTraining) -> DatasetTraining:
+    return DatasetTraining(
+        dataset=from_dataset_ref(t.dataset),
+        like_threshold=_float32(t.like_threshold),
+        min_likes_per_watcher=t.min_likes_per_watcher,
+        min_likes_per_movie=t.min_likes_per_movie,
+        holdout_fraction=_float32(t.holdout_fraction),
+        seed=_seed(t),
+    )
+
+
+def dataset_info(info: pb.DatasetInfo) -> DatasetInfo:
+    return DatasetInfo(
+        ref=from_dataset_ref(info.ref),
+        create_time=info.create_time.ToDatetime(tzinfo=UTC),
+        num_ratings=info.num_ratings,
+        num_watchers=info.num_watchers,
+        num_movies=info.num_movies,
+        has_age=info.has_age,
+        has_education=info.has_education,
+        min_rating=_float32(info.min_rating),
+        max_rating=_float32(info.max_rating),
+        num_titled_movies=info.num_titled_movies,
+        description=info.description,
+        num_duplicate_ratings=info.num_duplicate_ratings,
+        num_dropped_watchers=info.num_dropped_watchers,
+        size_bytes=info.size_bytes,
+    )
+
+
+def movie(m: pb.Movie) -> Movie:
+    return Movie(m.movie_id, m.title, tuple(m.genres), m.num_likes)
 
 
 def progress(p: pb.TrainProgress) -> TrainProgress:
     val_loss = None if math.isnan(p.val_loss) else p.val_loss
-    return TrainProgress(p.epoch, p.epochs, p.loss, val_loss, p.elapsed_seconds)
+    return TrainProgress(
+        p.epoch, p.epochs, p.loss, val_loss, p.elapsed_seconds, step=p.step, steps=p.steps
+    )
 
 
 def train_event(response: pb.TrainResponse) -> TrainProgress | ModelInfo:
@@ -121,9 +188,13 @@ def train_event(response: pb.TrainResponse) -> TrainProgress | ModelInfo:
 
 
 def train_request(model: str, settings: Mapping[str, Any]) -> pb.TrainRequest:
-    """SyntheticData and TrainingConfig fields in one mapping; None leaves a field unset (the
-    server's default); `preset` and `learning_rate_schedule` are names."""
+    """SyntheticData, DatasetTraining and TrainingConfig fields in one mapping; None leaves a
+    field unset (the server's default); `preset` and `learning_rate_schedule` are names.
+    With `dataset` (a name or DatasetRef) the model trains on that dataset and `seed` is the
+    split's; without it, on synthetic data."""
     given = {k: v for k, v in settings.items() if v is not None}
+    dataset = given.pop("dataset", None)
+    from_dataset = {k: given.pop(k) for k in _DATASET_FIELDS if k in given}
     synthetic = {k: given.pop(k) for k in _SYNTHETIC_FIELDS if k in given}
     if "preset" in given:
         given["preset"] = preset(given["preset"])
@@ -131,11 +202,85 @@ def train_request(model: str, settings: Mapping[str, Any]) -> pb.TrainRequest:
         given["learning_rate_schedule"] = _enum(
             "learning_rate_schedule", SCHEDULES, given["learning_rate_schedule"]
         )
-    return pb.TrainRequest(
-        model_name=model,
-        synthetic=pb.SyntheticData(**synthetic),
-        training=pb.TrainingConfig(**given),
+    training = pb.TrainingConfig(**given)
+    if dataset is None:
+        if from_dataset:
+            raise ValueError(f"{min(from_dataset)} needs dataset=")
+        data = pb.SyntheticData(**synthetic)
+        return pb.TrainRequest(model_name=model, synthetic=data, training=training)
+    if "seed" in synthetic:
+        from_dataset["seed"] = synthetic.pop("seed")
+    if synthetic:
+        raise ValueError(f"{min(synthetic)} is for synthetic data, not with dataset=")
+    source = pb.DatasetTraining(dataset=dataset_ref(dataset), **from_dataset)
+    return pb.TrainRequest(model_name=model, dataset=source, training=training)
+
+
+def import_requests(
+    name: str, description: str, columns: DatasetColumns, chunk_rows: int
+) -> Iterator[tuple[pb.ImportDatasetRequest, int]]:
+    """The ImportDataset stream, each message with the rows it carries: the header, then
+    ratings, watchers and movies in chunks of at most `chunk_rows` rows."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    header = pb.DatasetHeader(name=name, description=description)
+    yield pb.ImportDatasetRequest(header=header), 0
+    r = columns.ratings
+    yield from _chunks(
+        "ratings",
+        chunk_rows,
+        watcher_ids=r.watcher_ids,
+        movie_ids=r.movie_ids,
+        ratings=r.ratings,
+        timestamps=r.timestamps,
     )
+    if columns.watchers is not None:
+        yield from _watcher_chunks(columns.watchers, chunk_rows)
+    if (m := columns.movies) is not None:
+        yield from _chunks(
+            "movies", chunk_rows, movie_ids=m.movie_ids, titles=m.titles, genres=m.genres
+        )
+
+
+def _known(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros(n, dtype=bool) if values is None else ~np.isnan(values)
+
+
+def _watcher_chunks(
+    w: WatcherColumns, chunk_rows: int
+) -> Iterator[tuple[pb.ImportDatasetRequest, int]]:
+    """A chunk's feature column is all or nothing on the wire, so watchers travel in groups
+    by which of their features are known (NaN = unknown)."""
+    has_age, has_education = _known(w.age_years, len(w)), _known(w.education, len(w))
+    for age, education in itertools.product((True, False), repeat=2):
+        rows = np.flatnonzero((has_age == age) & (has_education == education))
+        if len(rows):
+            yield from _chunks(
+                "watchers",
+                chunk_rows,
+                watcher_ids=w.watcher_ids[rows],
+                age_years=w.age_years[rows] if age and w.age_years is not None else None,
+                education=(
+                    w.education[rows].astype(np.int32)
+                    if education and w.education is not None
+                    else None
+                ),
+            )
+
+
+def _chunks(
+    part: str, chunk_rows: int, **columns: np.ndarray | None
+) -> Iterator[tuple[pb.ImportDatasetRequest, int]]:
+    """Messages carrying one part's columns (None: left empty) `chunk_rows` rows at a time."""
+    n = len(next(c for c in columns.values() if c is not None))
+    for start in range(0, n, chunk_rows):
+        message = pb.ImportDatasetRequest()
+        chunk = getattr(message, part)
+        for field, values in columns.items():
+            if values is not None:
+                # extend() on the message's own field: no copy of the finished chunk.
+                getattr(chunk, field).extend(values[start : start + chunk_rows].tolist())
+        yield message, min(chunk_rows, n - start)
 
 
 def nearest_request(
@@ -159,7 +304,7 @@ def nearest_request(
 
 
 def neighbors(response: pb.NearestMoviesResponse) -> list[Neighbor]:
-    return [Neighbor(n.movie_id, n.score) for n in response.neighbors]
+    return [Neighbor(n.movie_id, n.score, n.title) for n in response.neighbors]
 
 
 def watcher(w: Watcher) -> pb.Watcher:
@@ -205,5 +350,7 @@ def reconstruction_batch(batch: pb.ReconstructionBatch, n: int, top_k: int) -> R
 def reconstruction(r: pb.Reconstruction) -> Reconstruction:
     return Reconstruction(
         probabilities=vector(r.probabilities),
-        recommendations=tuple(Recommendation(x.movie_id, x.probability) for x in r.recommendations),
+        recommendations=tuple(
+            Recommendation(x.movie_id, x.probability, x.title) for x in r.recommendations
+        ),
     )

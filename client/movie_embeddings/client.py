@@ -15,7 +15,10 @@ from . import _calls as calls
 from . import _convert as convert
 from .errors import from_rpc_error
 from .types import (
+    DatasetInfo,
+    DatasetRef,
     ModelInfo,
+    Movie,
     Neighbor,
     Reconstruction,
     ReconstructionBatch,
@@ -103,10 +106,12 @@ class Client(_Connection):
         timeout: float | None = None,
         **settings: Unpack[calls.TrainSettings],
     ) -> Iterator[TrainProgress | ModelInfo]:
-        """Train a new version of `model`: yields a TrainProgress per epoch, then its ModelInfo.
+        """Train a new version of `model`: yields TrainProgress events (one per epoch, and
+        `step`s inside a long epoch), then its ModelInfo.
 
         `settings` (num_watchers, seed, preset, epochs, learning_rate, ...: see TrainSettings)
-        left out or None take the server's defaults. Stopping the iteration early (or
+        left out or None take the server's defaults; `dataset="name"` trains on a stored
+        dataset instead of synthetic data. Stopping the iteration early (or
         `timeout` seconds passing; default: no deadline) cancels the training.
         """
         request = convert.train_request(model, settings)
@@ -204,6 +209,63 @@ class Client(_Connection):
         """The server's health (grpc.health.v1): "SERVING", "NOT_SERVING", ...; `service`
         "" is the whole server, "movie_embeddings.v1.MovieEmbeddingService" the service."""
         return self._run(calls.health(service), timeout)
+
+    def search_movies(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> list[Movie]:
+        """Movies of a model's catalogue whose titles hold every word of `query` (any case,
+        accents or not), most-liked first."""
+        return self._run(calls.search_movies(query, limit, model), timeout)
+
+    def import_dataset(
+        self,
+        name: str,
+        ratings: Any,
+        *,
+        watchers: Any = None,
+        movies: Any = None,
+        description: str = "",
+        chunk_rows: int = 100_000,
+        progress: calls.ImportProgress | None = None,
+        timeout: float | None = None,
+    ) -> DatasetInfo:
+        """Store ratings (and the catalogue and watcher features) as the next version of
+        dataset `name`; the server checks everything before storing anything.
+
+        Each table is a RatingColumns / MovieColumns / WatcherColumns, or anything with
+        those columns (a dict of arrays, a pandas DataFrame with watcher_id, movie_id,
+        rating[, timestamp]; movie_id, title, genres; watcher_id, age_years, education);
+        `ratings` may be a DatasetColumns (from movie_embeddings.datasets), which brings its
+        movies and watchers. Rows travel in chunks of `chunk_rows`; `progress(rows_sent,
+        total_rows)` is called after each (from gRPC's sending thread). Never retried;
+        `timeout` default: no deadline.
+        """
+        call = calls.import_dataset(
+            name, ratings, watchers, movies, description, chunk_rows, progress
+        )
+        return self._run(call, timeout)
+
+    def list_datasets(self, name: str | None = None, *, timeout: Any = _UNSET) -> list[DatasetInfo]:
+        """Every stored dataset version (of one dataset when `name` is given)."""
+        return self._run(calls.list_datasets(name), timeout)
+
+    def get_dataset(
+        self, name: str | DatasetRef, version: int = 0, *, timeout: Any = _UNSET
+    ) -> DatasetInfo:
+        """One dataset version; version 0 = the newest."""
+        return self._run(calls.get_dataset(name, version), timeout)
+
+    def delete_dataset(
+        self, name: str | DatasetRef, version: int = 0, *, timeout: Any = _UNSET
+    ) -> list[DatasetInfo]:
+        """Delete one version (0 = every version) of a dataset; returns those deleted.
+        Models trained on it keep working."""
+        return self._run(calls.delete_dataset(name, version), timeout)
 
 
 class AsyncClient(_Connection):
@@ -334,3 +396,50 @@ class AsyncClient(_Connection):
     async def health(self, service: str = "", *, timeout: Any = _UNSET) -> str:
         """As Client.health."""
         return await self._run(calls.health(service), timeout)
+
+    async def search_movies(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> list[Movie]:
+        """As Client.search_movies."""
+        return await self._run(calls.search_movies(query, limit, model), timeout)
+
+    async def import_dataset(
+        self,
+        name: str,
+        ratings: Any,
+        *,
+        watchers: Any = None,
+        movies: Any = None,
+        description: str = "",
+        chunk_rows: int = 100_000,
+        progress: calls.ImportProgress | None = None,
+        timeout: float | None = None,
+    ) -> DatasetInfo:
+        """As Client.import_dataset; `progress` is called in the event loop."""
+        call = calls.import_dataset(
+            name, ratings, watchers, movies, description, chunk_rows, progress
+        )
+        return await self._run(call, timeout)
+
+    async def list_datasets(
+        self, name: str | None = None, *, timeout: Any = _UNSET
+    ) -> list[DatasetInfo]:
+        """As Client.list_datasets."""
+        return await self._run(calls.list_datasets(name), timeout)
+
+    async def get_dataset(
+        self, name: str | DatasetRef, version: int = 0, *, timeout: Any = _UNSET
+    ) -> DatasetInfo:
+        """As Client.get_dataset."""
+        return await self._run(calls.get_dataset(name, version), timeout)
+
+    async def delete_dataset(
+        self, name: str | DatasetRef, version: int = 0, *, timeout: Any = _UNSET
+    ) -> list[DatasetInfo]:
+        """As Client.delete_dataset."""
+        return await self._run(calls.delete_dataset(name, version), timeout)

@@ -8,14 +8,23 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from movie_embeddings import _calls
 from movie_embeddings import _convert as convert
 from movie_embeddings.types import (
+    DatasetColumns,
+    DatasetInfo,
+    DatasetRef,
+    DatasetTraining,
     ModelInfo,
     ModelRef,
+    Movie,
+    MovieColumns,
     Neighbor,
+    RatingColumns,
     Recommendation,
     TrainProgress,
     Watcher,
+    WatcherColumns,
 )
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 
@@ -300,3 +309,253 @@ def test_vector_is_float32() -> None:
     v = convert.vector([1, 2, 3])
     assert v.dtype == np.float32
     assert v.tolist() == [1.0, 2.0, 3.0]
+
+
+# --- titles, steps --------------------------------------------------------------------------
+
+
+def test_neighbors_and_recommendations_carry_titles() -> None:
+    response = pb.NearestMoviesResponse(neighbors=[pb.Neighbor(movie_id=73, score=0.5, title="X")])
+    assert convert.neighbors(response) == [Neighbor(73, 0.5, "X")]
+    r = convert.reconstruction(
+        pb.Reconstruction(recommendations=[pb.Recommendation(movie_id=1, probability=0.25)])
+    )
+    assert r.recommendations == (Recommendation(1, 0.25, ""),)  # no title: ""
+
+
+def test_train_event_progress_inside_an_epoch() -> None:
+    message = pb.TrainProgress(epoch=1, epochs=3, loss=0.5, step=120, steps=977)
+    event = convert.train_event(pb.TrainResponse(progress=message))
+    assert isinstance(event, TrainProgress)
+    assert (event.step, event.steps) == (120, 977)
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+def _dataset_info() -> pb.DatasetInfo:
+    info = pb.DatasetInfo(
+        ref=pb.DatasetRef(name="ml", version=3),
+        num_ratings=100_836,
+        num_watchers=610,
+        num_movies=9_742,
+        has_age=True,
+        has_education=False,
+        min_rating=0.5,
+        max_rating=5.0,
+        num_titled_movies=9_700,
+        description="ml-latest-small",
+        num_duplicate_ratings=2,
+        num_dropped_watchers=1,
+        size_bytes=2**33,
+    )
+    info.create_time.FromDatetime(datetime(2026, 11, 29, 10, 0, 1, tzinfo=UTC))
+    return pb.DatasetInfo.FromString(info.SerializeToString())
+
+
+def test_dataset_info_fields() -> None:
+    info = convert.dataset_info(_dataset_info())
+    assert info == DatasetInfo(
+        ref=DatasetRef("ml", 3),
+        create_time=datetime(2026, 11, 29, 10, 0, 1, tzinfo=UTC),
+        num_ratings=100_836,
+        num_watchers=610,
+        num_movies=9_742,
+        has_age=True,
+        has_education=False,
+        min_rating=0.5,
+        max_rating=5.0,
+        num_titled_movies=9_700,
+        description="ml-latest-small",
+        num_duplicate_ratings=2,
+        num_dropped_watchers=1,
+        size_bytes=2**33,
+    )
+    assert (info.name, info.version) == ("ml", 3)
+    every = set(pb.DatasetInfo.DESCRIPTOR.fields_by_name)
+    assert every == set(DatasetInfo.__dataclass_fields__)  # no field of the proto left out
+
+
+@pytest.mark.parametrize(
+    ("dataset", "version", "expected"),
+    [("ml", 0, ("ml", 0)), ("ml", 2, ("ml", 2)), (DatasetRef("x", 5), 0, ("x", 5))],
+)
+def test_dataset_ref(dataset, version, expected) -> None:
+    ref = convert.dataset_ref(dataset, version)
+    assert (ref.name, ref.version) == expected
+    assert convert.from_dataset_ref(ref) == DatasetRef(*expected)
+
+
+def test_model_info_of_a_dataset_model() -> None:
+    message = _info()
+    message.ClearField("synthetic")
+    message.dataset.CopyFrom(
+        pb.DatasetTraining(
+            dataset=pb.DatasetRef(name="ml", version=3),
+            like_threshold=4.0,
+            min_likes_per_watcher=5,
+            min_likes_per_movie=1,
+            holdout_fraction=0.1,
+            seed=0,
+        )
+    )
+    message.dataset_info.CopyFrom(_dataset_info())
+    message.training.input_dropout = 0.5
+    message.num_train_watchers, message.num_heldout_watchers = 500, 55
+    message.has_age, message.has_education = False, False
+    info = convert.model_info(pb.ModelInfo.FromString(message.SerializeToString()))
+    assert info.synthetic is None
+    assert info.dataset == DatasetTraining(DatasetRef("ml", 3), 4.0, 5, 1, 0.1, 0)
+    assert info.dataset_info == convert.dataset_info(_dataset_info())
+    assert info.training.input_dropout == 0.5
+    assert (info.num_train_watchers, info.num_heldout_watchers) == (500, 55)
+    assert (info.has_age, info.has_education) == (False, False)
+
+
+def test_model_info_of_a_synthetic_model_has_no_dataset() -> None:
+    info = convert.model_info(_info(seed=1))
+    assert info.synthetic is not None
+    assert (info.dataset, info.dataset_info) == (None, None)
+
+
+def test_movie() -> None:
+    message = pb.Movie(movie_id=73, title="Misérables, Les (1995)", genres=["Drama", "War"])
+    message.num_likes = 2**40
+    movie = convert.movie(pb.Movie.FromString(message.SerializeToString()))
+    assert movie == Movie(73, "Misérables, Les (1995)", ("Drama", "War"), 2**40)
+
+
+def test_train_request_on_a_dataset() -> None:
+    settings = {"dataset": "ml", "like_threshold": 3.5, "holdout_fraction": 0.0, "seed": 0}
+    request = convert.train_request("m", settings | {"input_dropout": 0.25, "epochs": 2})
+    wire = pb.TrainRequest.FromString(request.SerializeToString())
+    assert not wire.HasField("synthetic")
+    d = wire.dataset
+    assert (d.dataset.name, d.dataset.version) == ("ml", 0)
+    assert d.like_threshold == 3.5
+    assert d.HasField("holdout_fraction") and d.holdout_fraction == 0.0  # 0 was given
+    assert d.HasField("seed") and d.seed == 0
+    assert d.min_likes_per_watcher == 0  # the server's default
+    assert wire.training.input_dropout == 0.25
+    assert wire.training.epochs == 2
+    request = convert.train_request("m", {"dataset": DatasetRef("ml", 4), "seed": None})
+    assert request.dataset.dataset.version == 4
+    assert not request.dataset.HasField("seed")
+
+
+def test_train_request_keeps_synthetic_and_dataset_settings_apart() -> None:
+    with pytest.raises(ValueError, match="num_watchers is for synthetic data"):
+        convert.train_request("m", {"dataset": "ml", "num_watchers": 10})
+    with pytest.raises(ValueError, match="like_threshold needs dataset="):
+        convert.train_request("m", {"like_threshold": 4.0})
+
+
+# --- dataset columns and the import stream -----------------------------------------------------
+
+
+def test_rating_columns_convert_what_they_are_given() -> None:
+    r = RatingColumns([1, 2], np.array([3.0, 4.0]), [5, 4.5], timestamps=None)
+    assert (r.watcher_ids.dtype, r.movie_ids.dtype, r.ratings.dtype) == (
+        np.int64,
+        np.int32,
+        np.float32,
+    )
+    assert r.movie_ids.tolist() == [3, 4]
+    assert len(r) == 2
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"movie_ids": [1.5, 2]}, r"movie_ids\[0\] must be an integer"),
+        ({"movie_ids": [1, 2**31]}, r"movie_ids\[1\] must be an integer in -2147483648"),
+        ({"watcher_ids": [1, np.nan]}, r"watcher_ids\[1\]"),
+        ({"watcher_ids": ["a", "b"]}, "watcher_ids must be integers"),
+        ({"ratings": [1.0]}, "rating columns differ in length"),
+        ({"timestamps": [[1, 2]]}, "timestamps must be one-dimensional"),
+    ],
+)
+def test_rating_columns_refuse_what_cannot_travel(columns, message) -> None:
+    given = {"watcher_ids": [1, 2], "movie_ids": [3, 4], "ratings": [1.0, 2.0]} | columns
+    with pytest.raises(ValueError, match=message):
+        RatingColumns(**given)
+
+
+def test_columns_from_tables() -> None:
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(
+        {"watcher_id": [1, 1], "movie_id": [2, 3], "rating": [4.0, 5.0], "other": [0, 0]}
+    )
+    movies = {"movie_id": [2, 3], "title": ["Two", None]}
+    data = DatasetColumns.from_tables(frame, movies=movies)
+    assert data.ratings.movie_ids.tolist() == [2, 3]
+    assert data.ratings.timestamps is None
+    assert data.movies is not None and data.movies.titles is not None
+    assert data.movies.titles.tolist() == ["Two", ""]
+    assert data.movies.genres is None
+    assert DatasetColumns.from_tables(data).movies is data.movies
+    with pytest.raises(ValueError, match=r"ratings have no column 'ratings' or 'rating'"):
+        DatasetColumns.from_tables({"watcher_id": [1], "movie_id": [2]})
+
+
+def _stream(data: DatasetColumns, chunk_rows: int) -> list[tuple[pb.ImportDatasetRequest, int]]:
+    return [
+        (pb.ImportDatasetRequest.FromString(m.SerializeToString()), rows)
+        for m, rows in convert.import_requests("ml", "from a test", data, chunk_rows)
+    ]
+
+
+def test_import_stream_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    ratings = RatingColumns(
+        rng.integers(0, 2**40, 250), rng.integers(0, 2**31 - 1, 250), rng.random(250), None
+    )
+    movies = MovieColumns([5, 6, 7], ["Five", "Six, The", "Sept"], ["A|B", "", "C"])
+    stream = _stream(DatasetColumns(ratings, movies), chunk_rows=100)
+    header, rows = stream[0]
+    assert header.WhichOneof("part") == "header" and rows == 0
+    assert (header.header.name, header.header.description) == ("ml", "from a test")
+    parts = [(m.WhichOneof("part"), rows) for m, rows in stream[1:]]
+    assert parts == [("ratings", 100), ("ratings", 100), ("ratings", 50), ("movies", 3)]
+    chunks = [m.ratings for m, _ in stream[1:4]]
+    for name in ("watcher_ids", "movie_ids", "ratings"):
+        sent = np.concatenate([getattr(c, name) for c in chunks])
+        np.testing.assert_array_equal(
+            sent.astype(getattr(ratings, name).dtype), getattr(ratings, name)
+        )
+    assert all(len(c.timestamps) == 0 for c in chunks)  # unknown: an empty column
+    m = stream[4][0].movies
+    assert (list(m.movie_ids), list(m.titles), list(m.genres)) == (
+        [5, 6, 7],
+        ["Five", "Six, The", "Sept"],
+        ["A|B", "", "C"],
+    )
+
+
+def test_import_stream_groups_watchers_by_the_features_they_have() -> None:
+    nan = np.nan
+    watchers = WatcherColumns([1, 2, 3, 4], [30.0, nan, 40.0, nan], [2.0, 1.0, nan, nan])
+    data = DatasetColumns(RatingColumns([1], [1], [1.0]), watchers=watchers)
+    chunks = [m.watchers for m, _ in _stream(data, 10) if m.WhichOneof("part") == "watchers"]
+    got = [(list(c.watcher_ids), list(c.age_years), list(c.education)) for c in chunks]
+    assert got == [([1], [30.0], [2]), ([3], [40.0], []), ([2], [], [1]), ([4], [], [])]
+
+
+def test_watcher_columns_need_whole_educations() -> None:
+    with pytest.raises(ValueError, match="education"):
+        WatcherColumns([1], education=[1.5])
+
+
+def test_import_stream_needs_a_positive_chunk_size() -> None:
+    with pytest.raises(ValueError, match="chunk_rows"):
+        _stream(DatasetColumns(RatingColumns([1], [1], [1.0])), 0)
+
+
+def test_import_call_reports_rows_sent() -> None:
+    calls: list[tuple[int, int]] = []
+    data = DatasetColumns(RatingColumns([1] * 5, [1] * 5, [1.0] * 5), MovieColumns([1, 2]))
+    call = _calls.import_dataset("ml", data, None, None, "", 2, lambda *a: calls.append(a))
+    assert len(list(call.request)) == 1 + 3 + 1
+    assert calls == [(2, 7), (4, 7), (5, 7), (7, 7)]
+    with pytest.raises(ValueError, match="chunk_rows"):  # before any message is sent
+        _calls.import_dataset("ml", data, None, None, "", 0, None)
