@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import CLI, ServerProcess
+from conftest import CLI, ServerProcess, wait_until
 
 import movie_embeddings as me
 from movie_embeddings_server.cli import build_parser
@@ -42,6 +45,7 @@ OPTIONS = {
         "--max-epochs",
         "--max-embedding-dim",
         "--max-hidden-units",
+        "--max-dataset-ratings",
         "--grace-seconds",
         "--max-message-bytes",
         "--tls-cert",
@@ -73,9 +77,38 @@ OPTIONS = {
         "--embedding-l2",
         "--early-stopping-patience",
         "--learning-rate-schedule",
+        "--input-dropout",
+        "--dataset",
+        "--dataset-version",
+        "--like-threshold",
+        "--min-likes-per-watcher",
+        "--min-likes-per-movie",
+        "--holdout-fraction",
     ],
+    "import": [
+        *COMMON,
+        "--name",
+        "--format",
+        "--description",
+        "--movies",
+        "--watchers",
+        "--sep",
+        "--watcher-col",
+        "--movie-col",
+        "--rating-col",
+        "--timestamp-col",
+        "--movie-id-col",
+        "--title-col",
+        "--genres-col",
+        "--watcher-id-col",
+        "--age-col",
+        "--education-col",
+        "PATH",
+    ],
+    "datasets": [*COMMON, "--version", "NAME"],
     "vector": [*WITH_MODEL, "--all", "--round", "MOVIE_ID"],
-    "nearest": [*WITH_MODEL, "--k", "--metric", "--exclude", "MOVIE_ID"],
+    "nearest": [*WITH_MODEL, "--k", "--metric", "--exclude", "--title", "MOVIE_ID"],
+    "search": [*WITH_MODEL, "--limit", "TEXT"],
     "reconstruct": [
         *WITH_MODEL,
         "--liked",
@@ -90,13 +123,14 @@ OPTIONS = {
 }
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT,
         stdin=subprocess.DEVNULL,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -116,11 +150,11 @@ def call_json(server: ServerProcess, *args: str) -> Any:
 def test_train_prints_a_progress_line_per_epoch_and_a_summary(
     server: ServerProcess, client: me.Client
 ) -> None:
-    assert client.list_models("clismall") == []
+    name = f"clismall-{uuid.uuid4().hex[:8]}"  # new to the shared server
     result = call(
         server,
         "train",
-        *("--model", "clismall", "--num-watchers", "200", "--epochs", "2", "--seed", "3"),
+        *("--model", name, "--num-watchers", "200", "--epochs", "2", "--seed", "3"),
     )
     # Not a terminal: one whole line per epoch, no carriage-return bar, nothing else.
     assert "\r" not in result.stderr
@@ -130,31 +164,48 @@ def test_train_prints_a_progress_line_per_epoch_and_a_summary(
         assert re.search(rf"\bepoch {epoch}/2 loss \d+\.\d{{4}}\b", line), line
     summary = result.stdout.strip()
     assert summary.count("\n") == 0, summary
-    assert "clismall v1" in summary
+    assert f"{name} v1" in summary
     assert "200 watchers x 80 movies" in summary
     assert "seed 3" in summary
     assert "2 epochs" in summary
 
-    info = client.get_model(me.ModelRef("clismall", 1))
+    info = client.get_model(me.ModelRef(name, 1))
     assert (info.synthetic.num_watchers, info.synthetic.seed, info.training.epochs) == (200, 3, 2)
 
 
+def test_train_on_a_terminal_draws_live_bars_then_the_summary(server: ServerProcess) -> None:
+    name = f"clibars-{uuid.uuid4().hex[:8]}"  # new to the shared server
+    # FORCE_COLOR: rich takes stderr for a terminal, as it would be in a shell.
+    result = run_cli(
+        "train",
+        *("--model", name, "--num-watchers", "200", "--epochs", "2", "--seed", "3"),
+        *("--target", server.target),
+        env={"FORCE_COLOR": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "\x1b[" in result.stderr  # drawn, not plain lines
+    assert re.search(r"epoch 2/2 loss \d+\.\d{4}", result.stderr), result.stderr
+    assert result.stdout.startswith(f"trained {name} v1 ") and result.stdout.count("\n") == 1
+
+
 def test_train_json_is_the_new_model_info(server: ServerProcess, client: me.Client) -> None:
+    name = f"clijson-{uuid.uuid4().hex[:8]}"  # new to the shared server
     result = call(
         server,
         "train",
-        *("--model", "clijson", "--num-watchers", "150", "--epochs", "1", "--seed", "4"),
+        *("--model", name, "--num-watchers", "150", "--epochs", "1", "--seed", "4"),
         "--json",
     )
     assert re.fullmatch(r".*\bepoch 1/1 loss \d+\.\d{4}\b.*\n", result.stderr), result.stderr
     data = json.loads(result.stdout)
-    assert data["ref"] == {"name": "clijson", "version": 1}
+    assert data["ref"] == {"name": name, "version": 1}
     assert data["synthetic"] == {"num_watchers": 150, "num_movies": 80, "num_types": 10, "seed": 4}
     assert data["training"]["epochs"] == 1
     assert data["training"]["preset"] == "default"
     assert data["state"] == "ready"
 
-    info = client.get_model(me.ModelRef("clijson", 1))
+    info = client.get_model(me.ModelRef(name, 1))
     assert data["create_time"] == info.create_time.isoformat()
     assert data["metrics"] == dict(info.metrics)
     assert data["num_movies"] == info.num_movies == NUM_MOVIES
@@ -365,7 +416,7 @@ def test_unreachable_server_is_unavailable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     result = run_cli("models", "--target", f"127.0.0.1:{port}", "--timeout", "5")
-    _assert_clean_error(result, "UNAVAILABLE", "")
+    _assert_clean_error(result, "UNAVAILABLE", f"is the server running at 127.0.0.1:{port}?")
 
 
 def _help(*command: str) -> str:
@@ -440,3 +491,256 @@ def test_health_exits_0_only_when_serving(server: ServerProcess) -> None:
     down = run_cli("health", "--target", dead, "--timeout", "2")
     assert down.returncode == 1
     assert down.stderr.startswith("error: UNAVAILABLE")
+
+
+# --- answers like a tool: versions, ports, targets, files, usage mistakes ----------------------
+
+
+def _assert_usage_error(result: subprocess.CompletedProcess[str], words: str) -> None:
+    """A mistake in the command line: one `error:` line, exit code 2, nothing else."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: "), result.stderr
+    assert words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_version_is_the_sdk_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"movie-embeddings {me.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", me.__version__)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["serve", "--port", "99999"], "argument --port: a port is 1..65535"),
+        (["serve", "--port", "-1"], "argument --port"),
+        (["serve", "--metrics-port", "65536"], "argument --metrics-port"),
+        (["models", "--target", "localhost:0"], "a port is 1..65535, got '0'"),
+        (["models", "--target", "localhost:http"], "argument --target"),
+        (["train", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
+        (["train", "--learning-rate", "nan"], "argument --learning-rate"),
+        (["train", "--like-threshold", "3"], "--like-threshold needs --dataset"),
+        (["train", "--dataset", "ml", "--num-watchers", "9"], "--num-watchers is for generated"),
+        (["train", "--embedding-initializer", "ones"], "invalid choice: 'ones'"),
+        (["nearest"], "give MOVIE_ID or --title"),
+        (["nearest", "3", "--title", "toy"], "give MOVIE_ID or --title"),
+        (["vector"], "give MOVIE_ID or --all"),
+        (["datasets", "delete"], "datasets delete: give one NAME"),
+        (["datasets", "a", "b"], "one NAME at most"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_usage_mistakes_are_one_line(args: list[str], words: str) -> None:
+    """Each is refused before any call (no server runs at the default target here)."""
+    _assert_usage_error(run_cli(*args), words)
+
+
+def test_a_busy_metrics_port_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = run_cli(
+            "serve", "--port", "0", "--metrics-port", str(port), "--data-dir", str(tmp_path)
+        )
+    assert result.returncode == 2, result.stderr
+    assert re.search(r"^error: .*in use$", result.stderr, re.MULTILINE), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("localhost", "localhost:50051"),
+        ("10.0.0.7:6000", "10.0.0.7:6000"),
+        ("[::1]", "[::1]:50051"),
+        ("[::1]:7000", "[::1]:7000"),
+        ("::1", "[::1]:50051"),
+        ("a:1, b", "a:1,b:50051"),
+        ("dns:///svc.local:50051", "dns:///svc.local:50051"),
+    ],
+)
+def test_a_target_without_a_port_means_50051(given: str, expected: str) -> None:
+    assert build_parser().parse_args(["models", "--target", given]).target == expected
+
+
+def test_help_shows_the_real_defaults() -> None:
+    from movie_embeddings_server import config
+
+    train = " ".join(_help("train").split())  # argparse wraps lines: compare words
+    synthetic = config.resolve_training({}, source="synthetic")
+    dataset = config.resolve_training({}, source="dataset")
+    notebook = config.resolve_training({"preset": "notebook"})
+    assert (
+        f"(default: {synthetic.epochs} on generated data, {dataset.epochs} on a dataset; "
+        f"notebook preset {notebook.epochs})"
+    ) in train
+    assert f"(default: {config.SyntheticSpec().num_watchers})" in train
+    assert f"(default: {config.DatasetTrainingSpec().like_threshold:g})" in train
+
+    serve = " ".join(_help("serve").split())
+    assert "--max-dataset-ratings MAX_DATASET_RATINGS cap on the ratings" in serve
+    assert "(default: 50000000)" in serve
+    reconstruct = " ".join(_help("reconstruct").split())
+    assert "`movie_id,rating`" in reconstruct and "header" in reconstruct
+
+
+def test_serve_defaults_are_the_server_config_defaults() -> None:
+    """The flags' defaults are written in the CLI (parsing must not load the server); they
+    must be ServerConfig's."""
+    from movie_embeddings_server.app import ServerConfig
+
+    args = build_parser().parse_args(["serve"])
+    expected = ServerConfig(data_dir=Path("x"))
+    for name in (
+        "host",
+        "port",
+        "max_workers",
+        "max_concurrent_trains",
+        "grace_seconds",
+        "max_message_bytes",
+        "max_dataset_ratings",
+        "metrics_port",
+        "poll_seconds",
+        "server_id",
+        "auth_all",
+        "access_log",
+    ):
+        assert getattr(args, name) == getattr(expected, name), name
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_ratings_file_that_is_not_a_file_is_one_line(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "ratings.csv"
+    if kind == "directory":
+        path.mkdir()
+    result = run_cli(
+        "reconstruct", "--ratings-file", str(path), "--age", "30", "--education", "1",
+        "--target", "127.0.0.1:1",
+    )  # fmt: skip
+    _assert_usage_error(result, str(path))
+
+
+def test_plot_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "dir" / "x.png"
+    _assert_usage_error(
+        run_cli("plot", "--output", str(out), "--target", "127.0.0.1:1"),
+        f"no directory {out.parent}",
+    )
+
+
+def test_import_of_a_missing_path_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "ml-latest-small"
+    result = run_cli("import", str(path), "--name", "x", "--target", "127.0.0.1:1")
+    _assert_usage_error(result, f"no such file or directory: {path}")
+
+
+NEGATIVE_ZERO = re.compile(r"-0\.0*(?![\d])")  # "-0." or "-0.00", not "-0.004"
+
+
+def test_reconstruct_needs_the_features_the_model_takes(server: ServerProcess) -> None:
+    result = run_cli("reconstruct", "--liked", "1", "--education", "1", "--target", server.target)
+    _assert_usage_error(result, "reconstruct: default v1 needs --age")
+
+
+def test_kernel_text_never_shows_negative_zero() -> None:
+    from movie_embeddings_server.cli.query import _kernel_text
+
+    matrix = np.array([[-0.0, -1e-12, 0.25], [-0.004, 1.0, -0.5]], dtype=np.float32)
+    text = _kernel_text(matrix, None)
+    assert not NEGATIVE_ZERO.search(text) and "-0.004" in text, text
+    rounded = _kernel_text(np.round(matrix.astype(np.float64), 2), 2)
+    assert not NEGATIVE_ZERO.search(rounded) and "-0.5" in rounded, rounded
+
+
+def test_vector_all_prints_no_negative_zero(server: ServerProcess) -> None:
+    text = call(server, "vector", "--all", "--round", "3").stdout
+    assert text.startswith("array([[") and not NEGATIVE_ZERO.search(text)
+
+
+def test_plot_without_an_extension_reports_the_file_written(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    result = call(server, "plot", "--output", str(tmp_path / "noext"))
+    assert result.stdout == f"wrote {tmp_path / 'noext.png'}\n"
+    assert (tmp_path / "noext.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "noext").exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "movie_id,rating\n5,1\n17,1\n42,1\n",  # pairs under a header
+        "5,1\n17,1.0\n42,1\n3,0\n",  # pairs; a 0 says nothing new
+        "m0,m1\n" + ",".join("1" if m in (5, 17, 42) else "0" for m in range(NUM_MOVIES)) + "\n",
+    ],
+    ids=["pairs-header", "pairs", "header-then-values"],
+)
+def test_reconstruct_ratings_file_layouts(server: ServerProcess, tmp_path: Path, text: str) -> None:
+    path = tmp_path / "ratings.csv"
+    path.write_text(text)
+    common = ("--age", "33", "--education", "2", "--top-k", "4")
+    from_file = call_json(server, "reconstruct", "--ratings-file", str(path), *common)
+    assert from_file == call_json(server, "reconstruct", "--liked", "5,17,42", *common)
+
+
+def test_reconstruct_ratings_file_fractional_pairs(
+    server: ServerProcess, client: me.Client, tmp_path: Path
+) -> None:
+    path = tmp_path / "ratings.csv"
+    path.write_text("movie_id,rating\n7,0.5\n70,1\n")
+    got = call_json(
+        server, "reconstruct", "--ratings-file", str(path), "--age", "33", "--education", "2"
+    )
+    dense = np.zeros(NUM_MOVIES, np.float32)
+    dense[[7, 70]] = [0.5, 1.0]
+    expected = client.reconstruct(ratings=dense, age_years=33, education=2)
+    np.testing.assert_array_equal(
+        np.array(got["probabilities"], np.float32), expected.probabilities
+    )
+
+
+def test_ctrl_c_on_train_cancels_and_stores_nothing(
+    server: ServerProcess, client: me.Client
+) -> None:
+    name = f"clicancel-{uuid.uuid4().hex[:8]}"  # new to the shared server
+    train = subprocess.Popen(
+        [*CLI, "train", "--model", name, "--epochs", "300", "--target", server.target],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert train.stderr is not None
+        first = train.stderr.readline()  # the first epoch's line: training is under way
+        assert first.startswith("epoch 1/300 "), first
+        train.send_signal(signal.SIGINT)
+        out, err = train.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        train.kill()
+    assert train.returncode == 130, err
+    assert (out, err) == ("", "cancelled; no version stored\n")
+
+    # The server has one training slot: a new Train gets it only once the cancelled one ended.
+    def train_again() -> bool:
+        try:
+            list(client.train(name, num_watchers=100, epochs=1, seed=1))
+        except me.ResourceExhausted:
+            return False
+        return True
+
+    wait_until(train_again, 20, "the cancelled training to end")
+    (only,) = client.list_models(name)
+    assert (only.version, only.training.epochs) == (1, 1)

@@ -1,0 +1,288 @@
+"""The queries of a model: `vector`, `nearest`, `reconstruct` and `search`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+
+import movie_embeddings as me
+
+from .common import (
+    UsageError,
+    client_command,
+    eprint,
+    finite_float,
+    model_ref,
+    movie_ids,
+    nonnegative_int,
+    positive_int,
+    print_json,
+    readable,
+    titled,
+)
+
+RATINGS_FILE_HELP = (
+    "file of the watcher's ratings in [0, 1], either one per movie in the model's catalogue "
+    "order (comma-separated on one line, or one per line), or lines of `movie_id,rating` "
+    "(movies not listed are 0; a single pair needs a header line); a first line that is "
+    "not numbers (column names) is skipped"
+)
+
+
+def _kernel_text(matrix: np.ndarray, decimals: int | None) -> str:
+    """The matrix as the notebook prints it, where a value that shows as zero is `0.`:
+    its sign is float noise, and `-0.` reads as data."""
+    precision = 8 if decimals is None else decimals  # numpy's own default
+    shown = np.where(np.abs(matrix) < 0.5 * 10.0**-precision, 0, matrix)
+    with np.printoptions(suppress=True, threshold=sys.maxsize, precision=precision):
+        return repr(shown)
+
+
+def cmd_vector(client: me.Client, args: argparse.Namespace) -> None:
+    if args.all:
+        ids, matrix = client.movie_vectors(model=model_ref(args))
+    elif args.movie_id is None:
+        raise UsageError("vector: give MOVIE_ID or --all")
+    else:
+        ids = np.array([args.movie_id])
+        matrix = client.movie_vector(args.movie_id, model=model_ref(args))[None, :]
+    if args.round is not None:
+        matrix = np.round(matrix.astype(np.float64), args.round)  # float32 can't hold 0.09
+    if args.json:
+        print_json(
+            [{"movie_id": int(i), "vector": row} for i, row in zip(ids, matrix, strict=True)]
+        )
+    elif args.all:
+        print(_kernel_text(matrix, args.round))
+    else:
+        print(" ".join(f"{x:g}" for x in matrix[0] + 0.0))  # + 0.0: no -0
+
+
+def _best_match(client: me.Client, args: argparse.Namespace) -> me.Movie:
+    found = client.search_movies(args.title, limit=1, model=model_ref(args))
+    if not found:
+        raise me.NotFound(f"no movie title matches {args.title!r}", grpc.StatusCode.NOT_FOUND)
+    return found[0]
+
+
+def cmd_nearest(client: me.Client, args: argparse.Namespace) -> None:
+    if (args.movie_id is None) == (args.title is None):
+        raise UsageError("nearest: give MOVIE_ID or --title, not both")
+    movie_id = args.movie_id
+    if args.title is not None:
+        match = _best_match(client, args)
+        movie_id = match.movie_id
+        (eprint if args.json else print)(f"nearest to {titled(match.movie_id, match.title)}")
+    neighbors = client.nearest_movies(
+        movie_id, k=args.k, metric=args.metric, exclude=args.exclude, model=model_ref(args)
+    )
+    if args.json:
+        print_json(neighbors)
+        return
+    print(f"{'movie_id':>8}  score ({args.metric})")
+    for n in neighbors:
+        print(f"{n.movie_id:>8}  {n.score:.6f}  {n.title}".rstrip())
+
+
+def _numbers(name: str) -> tuple[np.ndarray, bool]:
+    """A ratings file's numbers as rows x columns, and whether a header line was skipped."""
+    path = readable(name)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--ratings-file {name}: {exc}") from exc
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UsageError(f"--ratings-file {name}: no ratings in it")
+    header = False
+    try:
+        float(lines[0].split(",")[0])
+    except ValueError:
+        header, lines = True, lines[1:]
+    try:
+        table = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise UsageError(f"--ratings-file {name}: {exc}") from exc
+    if table.size == 0:
+        raise UsageError(f"--ratings-file {name}: no ratings in it")
+    return table, header
+
+
+def read_ratings(
+    client: me.Client, name: str, model: me.ModelRef
+) -> tuple[Sequence[int], np.ndarray | None]:
+    """(liked ids, None) or ((), dense ratings in catalogue order) from a ratings file."""
+    table, header = _numbers(name)
+    rows, columns = table.shape
+    if columns != 2 or (rows == 1 and not header):
+        return (), table.ravel().astype(np.float32)
+    ids, values = table[:, 0], table[:, 1]
+    if not np.array_equal(ids, np.round(ids)):
+        raise UsageError(f"--ratings-file {name}: movie ids must be integers")
+    if np.isin(values, (0.0, 1.0)).all():
+        return ids[values == 1].astype(np.int64).tolist(), None  # the same input, sent lighter
+    catalogue, _ = client.movie_vectors(model=model)
+    row_of = {int(m): row for row, m in enumerate(catalogue)}
+    missing = [int(m) for m in ids if int(m) not in row_of]
+    if missing:
+        raise UsageError(f"--ratings-file {name}: movie {missing[0]} is not in the model")
+    ratings = np.zeros(len(catalogue), np.float32)
+    ratings[[row_of[int(m)] for m in ids]] = values
+    return (), ratings
+
+
+def _features(client: me.Client, args: argparse.Namespace) -> tuple[float, int]:
+    """--age and --education; a model trained without one (a dataset's) need not be told it."""
+    if args.age is not None and args.education is not None:
+        return args.age, args.education
+    info = client.get_model(model_ref(args))
+    for flag, given, needed in (
+        ("--age", args.age, info.has_age),
+        ("--education", args.education, info.has_education),
+    ):
+        if given is None and needed:
+            raise UsageError(f"reconstruct: {info.name} v{info.version} needs {flag}")
+    return args.age or 0.0, args.education or 0  # ignored by the model
+
+
+def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
+    liked, ratings = args.liked or (), None
+    if args.ratings_file:
+        liked, ratings = read_ratings(client, args.ratings_file, model_ref(args))
+    age, education = _features(client, args)
+    result = client.reconstruct(
+        liked,
+        ratings=ratings,
+        age_years=age,
+        education=education,
+        top_k=args.top_k,
+        model=model_ref(args),
+    )
+    if args.json:
+        print_json(result)
+        return
+    print("probabilities: " + " ".join(f"{p:.3f}" for p in result.probabilities))
+    if result.recommendations:
+        print(f"{'movie_id':>8}  probability")
+        for r in result.recommendations:
+            print(f"{r.movie_id:>8}  {r.probability:.4f}  {r.title}".rstrip())
+
+
+def cmd_search(client: me.Client, args: argparse.Namespace) -> None:
+    movies = client.search_movies(args.text, limit=args.limit, model=model_ref(args))
+    if args.json:
+        print_json(movies)
+        return
+    if not movies:
+        print(f"no movie title matches {args.text!r}")
+        return
+    print(f"{'movie_id':>8}  {'likes':>7}  title")
+    for m in movies:
+        genres = f"  ({', '.join(m.genres)})" if m.genres else ""
+        print(f"{m.movie_id:>8}  {m.num_likes:>7}  {m.title}{genres}")
+
+
+def _vector_command(sub: Any) -> None:
+    vector = client_command(
+        sub,
+        "vector",
+        cmd_vector,
+        model=True,
+        help="print a movie's vector",
+        description="Print a movie's row of the embedding kernel, or every row.",
+    )
+    vector.add_argument("movie_id", metavar="MOVIE_ID", type=int, nargs="?", help="the movie's id")
+    vector.add_argument(
+        "--all",
+        action="store_true",
+        help="print the whole kernel (one row per movie, in catalogue order)",
+    )
+    vector.add_argument(
+        "--round", type=nonnegative_int, default=None, help="round to this many decimals"
+    )
+
+
+def _nearest_command(sub: Any) -> None:
+    nearest = client_command(
+        sub,
+        "nearest",
+        cmd_nearest,
+        model=True,
+        help="print the movies nearest to a movie",
+        description="Print the K movies nearest to a movie (by id, or the best match of "
+        "--title), best first, with their titles when the model has them.",
+    )
+    nearest.add_argument("movie_id", metavar="MOVIE_ID", type=int, nargs="?", help="the movie's id")
+    nearest.add_argument(
+        "--title", help="the movie whose title best matches this text (see `search`) instead"
+    )
+    nearest.add_argument(
+        "--k", type=int, default=10, help="number of neighbours (default: %(default)s)"
+    )
+    nearest.add_argument(
+        "--metric",
+        choices=["cosine", "dot", "euclidean"],
+        default="cosine",
+        help="scoring; higher is nearer (default: %(default)s)",
+    )
+    nearest.add_argument(
+        "--exclude", type=movie_ids, default=[], help="comma-separated movie ids never to return"
+    )
+
+
+def _reconstruct_command(sub: Any) -> None:
+    rec = client_command(
+        sub,
+        "reconstruct",
+        cmd_reconstruct,
+        model=True,
+        help="run the model on one watcher",
+        description="Print the like-probability of every movie for one watcher (in catalogue "
+        "order), and the --top-k most probable movies it has not liked.",
+    )
+    source = rec.add_mutually_exclusive_group()
+    source.add_argument(
+        "--liked", type=movie_ids, help="comma-separated ids of the movies the watcher liked"
+    )
+    source.add_argument("--ratings-file", help=RATINGS_FILE_HELP)
+    rec.add_argument(
+        "--age",
+        type=finite_float,
+        help="age in years (needed unless the model was trained without ages)",
+    )
+    rec.add_argument(
+        "--education",
+        type=int,
+        help="education level, 0..5 in the notebook's data (needed unless the model was "
+        "trained without it)",
+    )
+    rec.add_argument(
+        "--top-k",
+        type=nonnegative_int,
+        default=10,
+        help="recommendations to print; 0 = none (default: %(default)s)",
+    )
+
+
+def add_commands(sub: Any) -> None:
+    _vector_command(sub)
+    _nearest_command(sub)
+    _reconstruct_command(sub)
+    search = client_command(
+        sub,
+        "search",
+        cmd_search,
+        model=True,
+        help="find movies by title",
+        description="Print the movies of the model's catalogue whose titles contain every word "
+        "of TEXT (case and accents ignored), most liked first.",
+    )
+    search.add_argument("text", metavar="TEXT", help="words of the title, e.g. 'toy story'")
+    search.add_argument(
+        "--limit", type=positive_int, default=10, help="most movies to print (default: %(default)s)"
+    )

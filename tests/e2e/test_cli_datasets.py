@@ -1,0 +1,284 @@
+"""The CLI on the user's own data: import files, list and delete datasets, train on one, search
+titles, neighbours by title; real subprocesses against the session's server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLI, ServerProcess
+
+import movie_embeddings as me
+
+CLI_TIMEOUT = 180.0  # seconds: an import and a small training plus the interpreter's start
+TITLES = {
+    1: "Toy Story (1995)",
+    2: "Misérables, Les (1995)",
+    3: 'Movie "Quoted", With Commas (2000)',
+    4: "Shawshank Redemption, The (1994)",
+    5: "Toy Story 2 (1999)",
+}
+NUM_MOVIES = 30  # ids 1..30, the first five titled above, the rest "Movie N (2001)"
+NUM_WATCHERS = 60
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL
+    )
+
+
+def call(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_cli(*args, "--target", server.target)
+    assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def call_json(server: ServerProcess, *args: str) -> Any:
+    return json.loads(call(server, *args, "--json").stdout)
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
+
+
+def _ratings() -> list[tuple[int, int, float]]:
+    """Two tastes: odd watchers like the odd movies, even watchers the even ones."""
+    rng = random.Random(5)
+    rows = []
+    for watcher in range(1, NUM_WATCHERS + 1):
+        for movie in rng.sample(range(1, NUM_MOVIES + 1), 15):
+            liked = movie % 2 == watcher % 2
+            rows.append((watcher, movie, rng.choice([4.0, 4.5, 5.0] if liked else [1.0, 2.5])))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def movielens_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MovieLens latest-style directory: ratings.csv, movies.csv with quoted UTF-8 titles."""
+    directory = tmp_path_factory.mktemp("ml-tiny")
+    lines = ["userId,movieId,rating,timestamp"]
+    lines += [f"{w},{m},{r:g},{1_000_000 + i}" for i, (w, m, r) in enumerate(_ratings())]
+    (directory / "ratings.csv").write_text("\n".join(lines) + "\n")
+    movies = ["movieId,title,genres"]
+    for movie in range(1, NUM_MOVIES + 1):
+        title = TITLES.get(movie, f"Movie {movie} (2001)")
+        movies.append(f"{movie},{_csv_field(title)},{'Comedy|Drama' if movie % 2 else 'Action'}")
+    (directory / "movies.csv").write_text("\n".join(movies) + "\n", encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def imported(server: ServerProcess, movielens_dir: Path) -> dict[str, Any]:
+    """The directory imported as `clitiny` (its JSON DatasetInfo)."""
+    return call_json(server, "import", str(movielens_dir), "--name", "clitiny")
+
+
+@pytest.fixture(scope="module")
+def trained(server: ServerProcess, imported: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Model `clids` trained on `clitiny` through the CLI (two epochs)."""
+    return call(
+        server,
+        "train",
+        *("--model", "clids", "--dataset", "clitiny", "--epochs", "2", "--seed", "3"),
+        *("--min-likes-per-watcher", "2", "--holdout-fraction", "0.1"),
+    )
+
+
+def test_import_prints_progress_lines_and_a_summary(
+    server: ServerProcess, client: me.Client, movielens_dir: Path
+) -> None:
+    result = call(server, "import", str(movielens_dir), "--name", "clisummary")
+    # Not a terminal: plain lines, no bars.
+    lines = result.stderr.splitlines()
+    assert re.fullmatch(
+        rf"read 900 ratings, {NUM_MOVIES} movies and 0 watchers from {movielens_dir} in "
+        r"\d+\.\d s",
+        lines[0],
+    ), lines
+    assert lines[-1] == f"sent {900 + NUM_MOVIES:,}/{900 + NUM_MOVIES:,} rows (100%)", lines
+    (info,) = client.list_datasets("clisummary")
+    summary = result.stdout.strip()
+    assert summary.startswith(f"imported clisummary v{info.version} ")
+    assert f"900 ratings (1..5) by {NUM_WATCHERS} watchers of {NUM_MOVIES} movies" in summary
+    assert f"({NUM_MOVIES} titled), watcher features: none" in summary
+
+
+def test_import_on_a_terminal_draws_bars_by_bytes_and_rows(
+    server: ServerProcess, movielens_dir: Path
+) -> None:
+    result = subprocess.run(
+        [*CLI, "import", str(movielens_dir), "--name", "clibars", "--target", server.target],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "FORCE_COLOR": "1"},  # rich takes stderr for a terminal
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", result.stderr)
+    assert re.search(r"reading .* (\d+\.\d) kB/\1 kB", plain), plain  # every byte read
+    assert re.search(r"sending +━+ 930/930 rows", plain), plain
+    assert f"read 900 ratings, 30 movies and 0 watchers from {movielens_dir} in " in plain
+    assert result.stdout.startswith("imported clibars v1 ") and result.stdout.count("\n") == 1
+
+
+def test_import_json_is_the_stored_dataset(
+    server: ServerProcess, client: me.Client, imported: dict[str, Any]
+) -> None:
+    assert imported["ref"] == {"name": "clitiny", "version": 1}
+    assert (imported["num_ratings"], imported["num_watchers"], imported["num_movies"]) == (
+        900,
+        NUM_WATCHERS,
+        NUM_MOVIES,
+    )
+    assert imported["num_titled_movies"] == NUM_MOVIES
+    assert (imported["has_age"], imported["has_education"]) == (False, False)
+    info = client.get_dataset("clitiny", 1)
+    assert imported["create_time"] == info.create_time.isoformat()
+    assert imported["size_bytes"] == info.size_bytes > 0
+
+
+def test_datasets_lists_them(server: ServerProcess, imported: dict[str, Any]) -> None:
+    listed = call_json(server, "datasets", "clitiny")
+    assert [d["ref"] for d in listed] == [imported["ref"]]
+    assert listed[0] == imported
+    text = call(server, "datasets").stdout.splitlines()
+    assert any(line.startswith("clitiny v1 ") for line in text), text
+
+
+def test_a_headerless_tsv_by_column_positions(server: ServerProcess, tmp_path: Path) -> None:
+    ratings = tmp_path / "ratings.tsv"
+    ratings.write_text("".join(f"{m}\t{w}\t{r:g}\n" for w, m, r in _ratings()))
+    watchers = tmp_path / "watchers.csv"
+    watchers.write_text("id,age\n" + "".join(f"{w},{20 + w}\n" for w in range(1, NUM_WATCHERS + 1)))
+    data = call_json(
+        server,
+        "import",
+        str(ratings),
+        *("--name", "clitsv", "--description", "by position"),
+        *("--watcher-col", "1", "--movie-col", "0", "--rating-col", "2"),
+        *("--watchers", str(watchers), "--watcher-id-col", "id", "--age-col", "age"),
+    )
+    assert (data["num_ratings"], data["num_watchers"], data["num_movies"]) == (
+        900,
+        NUM_WATCHERS,
+        NUM_MOVIES,
+    )
+    assert (data["has_age"], data["description"]) == (True, "by position")
+
+
+@pytest.mark.parametrize(
+    ("row", "code", "words"),
+    [
+        ("1,-11,4", 1, "error: INVALID_ARGUMENT: "),  # the server names the chunk, row, field
+        ("1,11,", 2, "error: ratings.csv column 'rating' has no value in data row 2"),
+    ],
+    ids=["negative-id", "missing-rating"],
+)
+def test_a_bad_row_is_refused_in_one_line_naming_it(
+    server: ServerProcess, client: me.Client, tmp_path: Path, row: str, code: int, words: str
+) -> None:
+    path = tmp_path / "ratings.csv"
+    path.write_text(f"userId,movieId,rating\n1,10,4\n{row}\n")
+    result = run_cli("import", str(path), "--name", "clibad", "--target", server.target)
+    assert result.returncode == code, result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(words), result.stderr
+    assert code == 2 or "movie_ids[1]" in error, error
+    assert "Traceback" not in result.stderr
+    assert client.list_datasets("clibad") == []
+
+
+def test_train_on_a_dataset(
+    server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
+) -> None:
+    # One line per epoch off a terminal, whatever steps the server reports inside them.
+    lines = trained.stderr.splitlines()
+    assert [line.split(" loss ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
+    summary = trained.stdout.strip()
+    assert summary.startswith("trained clids v1 "), summary
+    assert "dataset clitiny v1: " in summary and "seed 3" in summary
+    info = client.get_model(me.ModelRef("clids", 1))
+    assert info.dataset is not None and info.dataset.dataset == me.DatasetRef("clitiny", 1)
+    assert f"{info.num_train_watchers} watchers (+{info.num_heldout_watchers} held out)" in summary
+
+
+def test_search_finds_titles_with_or_without_accents(
+    server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
+) -> None:
+    found = call_json(server, "search", "toy story", "--model", "clids")
+    assert {m["title"] for m in found} == {TITLES[1], TITLES[5]}
+    assert found == [
+        {
+            "movie_id": m.movie_id,
+            "title": m.title,
+            "genres": list(m.genres),
+            "num_likes": m.num_likes,
+        }
+        for m in client.search_movies("toy story", model="clids")
+    ]
+    text = call(server, "search", "miserables", "--model", "clids").stdout.splitlines()
+    assert text[0].split() == ["movie_id", "likes", "title"]
+    assert re.fullmatch(r"\s+2\s+\d+\s+Misérables, Les \(1995\)\s+\(Action\)", text[1]), text
+    nothing = call(server, "search", "zzzz", "--model", "clids").stdout
+    assert nothing == "no movie title matches 'zzzz'\n"
+
+
+def test_nearest_by_title_says_which_movie_and_prints_titles(
+    server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
+) -> None:
+    best = client.search_movies("shawshank", limit=1, model="clids")[0]
+    lines = call(
+        server, "nearest", "--title", "shawshank", "--k", "3", "--model", "clids"
+    ).stdout.splitlines()
+    assert lines[0] == f"nearest to {best.movie_id} {best.title}"
+    expected = client.nearest_movies(best.movie_id, k=3, model="clids")
+    assert [int(line.split()[0]) for line in lines[2:]] == [n.movie_id for n in expected]
+    for line, n in zip(lines[2:], expected, strict=True):
+        assert line.endswith(f"  {n.title}") and n.title, line
+    # With --json, the match goes to stderr and stdout stays the neighbours' JSON.
+    result = call(server, "nearest", "--title", "shawshank", "--model", "clids", "--json")
+    assert result.stderr == f"nearest to {best.movie_id} {best.title}\n"
+    assert [n["title"] for n in json.loads(result.stdout)] == [
+        n.title for n in client.nearest_movies(best.movie_id, model="clids")
+    ]
+    missing = run_cli("nearest", "--title", "zzzz", "--model", "clids", "--target", server.target)
+    assert missing.returncode == 1
+    assert missing.stderr == "error: NOT_FOUND: no movie title matches 'zzzz'\n"
+
+
+def test_reconstruct_prints_titles_beside_recommendations(
+    server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
+) -> None:
+    # A dataset without ages or education: the model ignores them, so they may be left out.
+    args = ("--liked", "1,3,7", "--model", "clids", "--top-k", "4")
+    lines = call(server, "reconstruct", *args).stdout
+    rows = lines.splitlines()[2:]
+    expected = client.reconstruct(
+        [1, 3, 7], age_years=30, education=1, top_k=4, model="clids"
+    ).recommendations
+    assert [int(row.split()[0]) for row in rows] == [r.movie_id for r in expected]
+    assert all(row.endswith(f"  {r.title}") for row, r in zip(rows, expected, strict=True))
+
+
+def test_datasets_delete_leaves_the_models_working(
+    server: ServerProcess, client: me.Client, movielens_dir: Path
+) -> None:
+    call(server, "import", str(movielens_dir), "--name", "cligone")
+    call(server, "import", str(movielens_dir), "--name", "cligone")
+    call(server, "train", "--model", "cligone", "--dataset", "cligone", "--epochs", "1")
+    one = call(server, "datasets", "delete", "cligone", "--version", "1").stdout
+    assert one == "deleted cligone v1\n"
+    assert [d.version for d in client.list_datasets("cligone")] == [2]
+    assert call(server, "datasets", "delete", "cligone").stdout == "deleted cligone v2\n"
+    assert call(server, "datasets", "cligone").stdout == "no datasets\n"
+    assert len(call_json(server, "nearest", "1", "--k", "2", "--model", "cligone")) == 2
