@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import ServerProcess, child_pids, copy_store, start_server
+from conftest import ServerProcess, child_pids, copy_store, start_server, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import movie_embeddings as me
@@ -59,6 +59,9 @@ def _loop(target: str, stop: threading.Event, seen: list, failures: list) -> Non
 
 
 def test_a_new_version_swaps_in_under_load_with_no_failed_call(own: ServerProcess) -> None:
+    with me.Client(own.target) as client:
+        old = client.get_model().version  # the copied store may hold several versions
+    new = old + 1
     stop, failures = threading.Event(), []
     seen_by: list[list] = [[] for _ in range(4)]
     callers = [
@@ -69,24 +72,28 @@ def test_a_new_version_swaps_in_under_load_with_no_failed_call(own: ServerProces
     try:
         with me.Client(own.target) as client:
             events = list(client.train("default", num_watchers=3000, epochs=6, seed=5))
-            time.sleep(0.5)  # callers keep going on the new version
+        wait_until(
+            lambda: all(seen and seen[-1][1] == new for seen in seen_by),
+            30,
+            "every caller answered by the new version",
+        )
     finally:
         stop.set()
         for t in callers:
             t.join(60)
     assert failures == []
-    assert events[-1].ref == me.ModelRef("default", 2)
+    assert events[-1].ref == me.ModelRef("default", new)
     seen = [answer for answers in seen_by for answer in answers]
     versions = [v for _, v, _ in seen]
-    assert set(versions) == {1, 2}
-    for answers in seen_by:  # a caller that has seen version 2 never sees version 1 again
+    assert set(versions) == {old, new}
+    for answers in seen_by:  # a caller that has seen the new version never sees the old again
         in_order = [v for _, v, _ in answers]
         assert in_order == sorted(in_order)
     # Every answer is exactly what its version gives alone: never a mix of two versions.
     with grpc.insecure_channel(own.target) as channel:
         stub = pb_grpc.MovieEmbeddingServiceStub(channel)
         expected = {}
-        for version in (1, 2):
+        for version in (old, new):
             ref = pb.ModelRef(name="default", version=version)
             n = stub.NearestMovies(pb.NearestMoviesRequest(model=ref, movie_id=3, k=6))
             r = stub.Reconstruct(
@@ -98,7 +105,7 @@ def test_a_new_version_swaps_in_under_load_with_no_failed_call(own: ServerProces
             )
             expected["n", version] = tuple((x.movie_id, x.score) for x in n.neighbors)
             expected["r", version] = tuple(r.reconstructions[0].probabilities)
-    assert expected["n", 1] != expected["n", 2]
+    assert expected["n", old] != expected["n", new]
     assert all(answer == expected[kind, version] for kind, version, answer in seen)
     print(f"\n{len(seen)} calls during the swap, 0 failed; versions {sorted(set(versions))}")
 
@@ -132,11 +139,13 @@ def test_a_train_past_its_deadline_stops_within_2_s_in_the_same_trainer(
                     pass
             assert _train_log_ms(own, 0) <= (deadline + 2) * 1000
             # The slot frees once the trainer process has stopped: a new Train is accepted.
-            for _ in range(600):  # bounded: the trainer may still be importing TensorFlow
+            until = time.monotonic() + 60  # the trainer may still be importing TensorFlow
+            while True:
                 try:
                     info = list(client.train("next", num_watchers=100, epochs=1, seed=1))[-1]
                     break
                 except me.ResourceExhausted:
+                    assert time.monotonic() < until, "the stopped Train never freed its slot"
                     time.sleep(0.1)
             assert info.ref == me.ModelRef("next", 1)
             assert "late" not in {m.name for m in client.list_models()}
@@ -206,14 +215,17 @@ def test_sigterm_turns_health_not_serving_then_exits_0(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     proc = _copy(server, tmp_path, "--grace-seconds", "3")
-    with grpc.insecure_channel(proc.target) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(), timeout=60
-        )
-        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        proc.process.send_signal(signal.SIGTERM)
-        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-    assert proc.process.wait(timeout=60) == 0
+    try:
+        with grpc.insecure_channel(proc.target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(), timeout=60
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            proc.process.send_signal(signal.SIGTERM)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert proc.process.wait(timeout=60) == 0
+    finally:
+        proc.stop()  # only if the checks above failed: it has exited otherwise
     with me.Client(proc.target, timeout=2) as client, pytest.raises(me.Unavailable):
         client.list_models()  # gone: new calls are refused
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, copy_store, start_server
+from conftest import ServerProcess, copy_store, start_server, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 import movie_embeddings as me
@@ -42,11 +41,12 @@ def test_metrics_count_calls_trainings_and_versions(server: ServerProcess, tmp_p
             next(stream)
             stream.close()  # cancelled
             default_version = client.get_model().ref.version
-        for _ in range(100):  # the cancelled training's outcome lands once its process stops
-            got = _scrape(url)
-            if got.get(("movie_embeddings_trainings_total", (("outcome", "cancelled"),))):
-                break
-            time.sleep(0.1)
+        cancelled = ("movie_embeddings_trainings_total", (("outcome", "cancelled"),))
+        got = wait_until(  # the cancelled training's outcome lands once its process stops
+            lambda: (scraped := _scrape(url)).get(cancelled) and scraped,
+            10,
+            "the cancelled training counted",
+        )
         requests = "movie_embeddings_requests_total"
         assert got[(requests, (("code", "OK"), ("rpc", "GetMovieVector")))] == 3
         assert got[(requests, (("code", "NOT_FOUND"), ("rpc", "GetMovieVector")))] == 1

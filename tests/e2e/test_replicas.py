@@ -3,6 +3,7 @@ one is served by the other within the poll interval, and neither ever fails a ca
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import threading
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ServerProcess, copy_store, start_server
+from conftest import ServerProcess, copy_store, start_server, wait_until
 
 import movie_embeddings as me
 from movie_embeddings import _calls
@@ -27,13 +28,14 @@ def replicas(server: ServerProcess, tmp_path_factory) -> Iterator[list[ServerPro
     root = tmp_path_factory.mktemp("replicas")
     data = copy_store(server, root / "data")
     flags = ("--poll-seconds", str(POLL_SECONDS), "--access-log")
-    started = [
-        start_server(data, root / f"{name}.log", "--server-id", name, *flags)
-        for name in ("replica-a", "replica-b")
-    ]
-    yield started
-    for proc in started:
-        assert proc.stop() == 0
+    started: list[ServerProcess] = []
+    try:
+        for name in ("replica-a", "replica-b"):
+            started.append(start_server(data, root / f"{name}.log", "--server-id", name, *flags))
+        yield started
+    finally:
+        codes = [proc.stop() for proc in started]
+    assert codes == [0] * len(started)
 
 
 def _both(replicas: list[ServerProcess]) -> str:
@@ -94,10 +96,11 @@ def test_a_version_trained_on_one_replica_is_served_by_the_other(
         with me.Client(a.target) as on_a, me.Client(b.target) as on_b:
             info = list(on_a.train("shared", num_watchers=300, epochs=2, seed=3))[-1]
             trained = time.monotonic()
-            for _ in range(200):
-                if [m.ref for m in on_b.list_models("shared")] == [info.ref]:
-                    break
-                time.sleep(0.05)
+            wait_until(
+                lambda: [m.ref for m in on_b.list_models("shared")] == [info.ref],
+                10,
+                "the version trained on a listed by b",
+            )
             lag = time.monotonic() - trained
             assert on_b.get_model("shared") == info
             assert (
@@ -132,10 +135,14 @@ def test_two_replicas_training_one_name_at_once_get_distinct_versions(
     assert sorted(info.version for info in results.values()) == [1, 2]
     store = replicas[0].data_dir / "race"
     assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == ["1", "2"]
-    time.sleep(POLL_SECONDS + 1.0)  # each replica loads the other's version
-    for proc in replicas:
+
+    def lists_both(proc: ServerProcess) -> bool:
         with me.Client(proc.target) as client:
-            assert [m.version for m in client.list_models("race")] == [1, 2]
+            return [m.version for m in client.list_models("race")] == [1, 2]
+
+    for proc in replicas:  # each replica loads the other's version at its next poll
+        wait_until(functools.partial(lists_both, proc), 10, f"{proc.target} lists both versions")
+        with me.Client(proc.target) as client:
             for version in (1, 2):
                 assert client.movie_vectors(model=me.ModelRef("race", version))[1].shape == (80, 5)
 
@@ -146,16 +153,22 @@ def test_a_damaged_version_from_another_process_is_retried_not_fatal(
     a, _ = replicas
     broken = a.data_dir / "default" / "90"
     broken.mkdir()  # a version directory with nothing in it (not written by our store)
-    time.sleep(POLL_SECONDS * 3 + 0.5)
-    log = a.log_text()
-    assert re.search(
-        r"skipping damaged model version .*/default/90 \(attempt 1, next in 1 s\)", log
-    )
-    assert re.search(r"/default/90 \(attempt 2, next in 2 s\)", log)
-    with me.Client(a.target) as client:
-        assert 90 not in [m.version for m in client.list_models("default")]
-        assert client.movie_vector(0).shape == (5,)
-    shutil.rmtree(broken)
+    try:
+        wait_until(
+            lambda: "/default/90 (attempt 2" in a.log_text(),
+            POLL_SECONDS * 3 + 10,
+            "a second attempt at the damaged version",
+        )
+        log = a.log_text()
+        assert re.search(
+            r"skipping damaged model version .*/default/90 \(attempt 1, next in 1 s\)", log
+        )
+        assert re.search(r"/default/90 \(attempt 2, next in 2 s\)", log)
+        with me.Client(a.target) as client:
+            assert 90 not in [m.version for m in client.list_models("default")]
+            assert client.movie_vector(0).shape == (5,)
+    finally:
+        shutil.rmtree(broken)
 
 
 def test_replicas_starting_on_one_empty_store_train_the_default_model_once(
@@ -186,5 +199,5 @@ def test_replicas_starting_on_one_empty_store_train_the_default_model_once(
         assert sum("empty model store: training the default model" in log for log in logs) == 1
         assert sum("another process is training the default model" in log for log in logs) == 1
     finally:
-        for proc in started:
-            assert proc.stop() == 0
+        codes = [proc.stop() for proc in started]
+    assert codes == [0] * len(started)

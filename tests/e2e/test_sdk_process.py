@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -156,9 +158,8 @@ def test_train_streams_epochs_then_the_model_and_adds_versions(client: me.Client
 
 
 def test_train_with_a_validation_split_reports_val_loss(client: me.Client) -> None:
-    events = list(
-        client.train("sdkval", num_watchers=200, epochs=2, seed=2, validation_fraction=0.25)
-    )
+    name = f"sdkval-{uuid.uuid4().hex[:8]}"
+    events = list(client.train(name, num_watchers=200, epochs=2, seed=2, validation_fraction=0.25))
     progress = [e for e in events if isinstance(e, me.TrainProgress)]
     info = events[-1]
     assert isinstance(info, me.ModelInfo)
@@ -385,16 +386,18 @@ def test_errors_raise_the_sdk_exception(
 
 
 def test_the_default_preset_learns_meaningful_vectors(client: me.Client) -> None:
-    """The server's own default model (defaults, seed 42): a quality regression fails here."""
+    """The server's own default model (defaults, seed 42) meets the README's targets for the
+    default preset (purity >= 0.95, CE <= 1.10 x Bayes; it gives 0.988 and 1.065): a quality
+    regression fails here."""
     info = client.get_model(me.ModelRef("default", 1))
     assert (info.training.preset, info.synthetic.seed) == ("default", 42)
     m = info.metrics
-    assert m["neighbour_purity"] >= 0.9
+    assert m["neighbour_purity"] >= 0.95
     assert m["bayes_cross_entropy"] == pytest.approx(0.19851524, abs=1e-6)
     assert m["cross_entropy_ratio"] == pytest.approx(
         m["heldout_cross_entropy"] / m["bayes_cross_entropy"]
     )
-    assert 1.0 < m["cross_entropy_ratio"] <= 1.15
+    assert 1.0 < m["cross_entropy_ratio"] <= 1.10
     assert m["epochs_run"] == 24 == len(info.history)
     assert [p.epoch for p in info.history] == list(range(1, 25))
     assert m["loss"] == info.history[-1].loss
@@ -429,20 +432,24 @@ def test_health(client: me.Client) -> None:
 
 
 def test_leaving_an_async_train_early_cancels_it(server: ServerProcess) -> None:
+    left, after = (f"{word}-{uuid.uuid4().hex[:8]}" for word in ("asyncleft", "asyncnext"))
+
     async def first_epoch_then_leave() -> list[str]:
         async with me.AsyncClient(server.target) as client:
-            async for event in client.train("asyncleft", num_watchers=20_000, epochs=50):
+            async for event in client.train(left, num_watchers=20_000, epochs=50):
                 assert isinstance(event, me.TrainProgress)
                 break
             # The slot frees once the trainer has stopped; then a Train is accepted again.
-            for _ in range(100):
+            deadline = time.monotonic() + 20
+            while True:
                 try:
-                    async for _ in client.train("asyncnext", num_watchers=100, epochs=1):
+                    async for _ in client.train(after, num_watchers=100, epochs=1):
                         pass
                     break
                 except me.ResourceExhausted:
+                    assert time.monotonic() < deadline, "the cancelled Train never freed its slot"
                     await asyncio.sleep(0.2)
             return [m.name for m in await client.list_models()]
 
     names = asyncio.run(first_epoch_then_leave())
-    assert "asyncnext" in names and "asyncleft" not in names
+    assert after in names and left not in names

@@ -7,12 +7,13 @@ import datetime
 import ipaddress
 import os
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import CLI, ServerProcess, copy_store, start_server
+from conftest import CLI, ServerProcess, copy_store, start_server, wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,8 +22,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import movie_embeddings as me
+from movie_embeddings.v1 import movie_embeddings_pb2 as pb
+from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 TOKEN = "s3cret-token"
+# `authorization` values that are not exactly "Bearer <token>": each must be refused (a prefix,
+# trimming or case-blind comparison would let some through).
+NEAR_MISSES = [
+    "Bearer ",
+    "Bearer",
+    f"Bearer {TOKEN[:-1]}",
+    f"Bearer {TOKEN[:1]}",
+    f"Bearer {TOKEN} ",
+    f"Bearer  {TOKEN}",
+    f" Bearer {TOKEN}",
+    f"Bearer {TOKEN}x",
+    f"bearer {TOKEN}",
+    f"Bearer {TOKEN.upper()}",
+    TOKEN,
+]
 
 
 @dataclass
@@ -134,11 +152,24 @@ def _client(target: str, pki: Pki, *, cert: Pem | None = None, **kw) -> me.Clien
     )
 
 
+def _refused_in_the_handshake(client: me.Client, server: ServerProcess, reason: str) -> str:
+    """A call the server's TLS refuses: UNAVAILABLE because the server hung up in the
+    handshake (a dead server would refuse the connection), and the server's log names
+    `reason`. The client's details, for more checks."""
+    offset = len(server.log_text())
+    with pytest.raises(me.Unavailable) as refused:
+        client.list_models()
+    assert "Connection refused" not in refused.value.details, refused.value.details
+    wait_until(lambda: reason in server.log_text()[offset:], 10, f"{reason} in the log")
+    return refused.value.details
+
+
 def test_tls_serves_queries_and_refuses_plaintext(tls_server: ServerProcess, pki: Pki) -> None:
     with _client(tls_server.target, pki) as client:
         assert client.movie_vector(0).shape == (5,)  # queries need no token here
-    with me.Client(tls_server.target, timeout=5) as plain, pytest.raises(me.Unavailable):
-        plain.list_models()
+    with me.Client(tls_server.target, timeout=5) as plain:
+        details = _refused_in_the_handshake(plain, tls_server, "WRONG_VERSION_NUMBER")
+    assert "Socket closed" in details
 
 
 def test_tls_with_an_untrusted_server_certificate_fails(
@@ -147,36 +178,65 @@ def test_tls_with_an_untrusted_server_certificate_fails(
     stranger = pki.stranger.cert.read_bytes()  # not the CA that signed the server's
     with (
         me.Client(tls_server.target, root_certificates=stranger, timeout=5) as client,
-        pytest.raises(me.Unavailable),
+        pytest.raises(me.Unavailable) as refused,
     ):
         client.list_models()
+    # The client itself refused the server's certificate.
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.value.details, refused.value.details
 
 
-@pytest.mark.parametrize("token", [None, "wrong-token", TOKEN + "x", ""])
+@pytest.mark.parametrize(
+    "token", [None, "wrong-token", TOKEN + "x", "", TOKEN[:-1], TOKEN.upper(), f" {TOKEN}"]
+)
 def test_train_without_the_right_token_is_unauthenticated(
     tls_server: ServerProcess, pki: Pki, token: str | None
 ) -> None:
+    name = f"secret-{uuid.uuid4().hex[:8]}"
     with _client(tls_server.target, pki, token=token) as client:
         with pytest.raises(me.Unauthenticated, match="bearer token") as info:
-            list(client.train("secret", num_watchers=100, epochs=1, seed=1))
+            list(client.train(name, num_watchers=100, epochs=1, seed=1))
         assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
-        assert "secret" not in {m.name for m in client.list_models()}
+        assert client.list_models(name) == []
     assert "Train UNAUTHENTICATED" in tls_server.log_text()
 
 
 def test_train_with_the_token_works(tls_server: ServerProcess, pki: Pki) -> None:
+    name = f"secret-{uuid.uuid4().hex[:8]}"
     with _client(tls_server.target, pki, token=TOKEN) as client:
-        info = list(client.train("secret", num_watchers=100, epochs=1, seed=1))[-1]
-        assert info.ref == me.ModelRef("secret", 1)
+        info = list(client.train(name, num_watchers=100, epochs=1, seed=1))[-1]
+        assert info.ref == me.ModelRef(name, 1)
 
 
-def test_mtls_refuses_a_client_without_a_certificate(mtls_server: ServerProcess, pki: Pki) -> None:
-    for cert in (None, pki.stranger):
-        with (
-            _client(mtls_server.target, pki, cert=cert, token=TOKEN) as client,
-            pytest.raises(me.Unavailable),
-        ):
-            client.list_models()
+@pytest.mark.parametrize(
+    ("cert", "reason"),
+    [(None, "PEER_DID_NOT_RETURN_A_CERTIFICATE"), ("stranger", "CERTIFICATE_VERIFY_FAILED")],
+)
+def test_mtls_refuses_a_client_without_a_certificate_it_trusts(
+    mtls_server: ServerProcess, pki: Pki, cert: str | None, reason: str
+) -> None:
+    # With TLS 1.3 the server checks the client's certificate after the client's side of the
+    # handshake is done: the client sees only the connection closed, the server logs why.
+    pem = pki.stranger if cert == "stranger" else None
+    with _client(mtls_server.target, pki, cert=pem, token=TOKEN) as client:
+        details = _refused_in_the_handshake(client, mtls_server, reason)
+    assert "Socket closed" in details
+
+
+@pytest.mark.parametrize("value", NEAR_MISSES)
+def test_only_the_exact_authorization_value_is_accepted(
+    mtls_server: ServerProcess, pki: Pki, value: str
+) -> None:
+    chain, key = pki.client.read()
+    credentials = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), key, chain)
+    with grpc.secure_channel(mtls_server.target, credentials) as channel:
+        list_models = pb_grpc.MovieEmbeddingServiceStub(channel).ListModels
+        with pytest.raises(grpc.RpcError) as refused:
+            list_models(pb.ListModelsRequest(), metadata=[("authorization", value)], timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert refused.value.details().startswith("wrong bearer token")
+        # The same call on the same channel with the exact value passes.
+        exact = [("authorization", f"Bearer {TOKEN}")]
+        assert list_models(pb.ListModelsRequest(), metadata=exact, timeout=10).models
 
 
 def test_mtls_with_auth_all_needs_the_token_on_every_rpc(

@@ -190,6 +190,12 @@ INVALID = [
     ),
     (
         "Reconstruct",
+        pb.ReconstructRequest(batch=_batch(np.zeros(160), [30, -0.5], [1, 1])),
+        "batch.age_years[1]",
+        "[0, 150]",
+    ),
+    (
+        "Reconstruct",
         pb.ReconstructRequest(batch=_batch(np.zeros(80), [30], [-2])),
         "batch.education[0]",
         ">= 0",

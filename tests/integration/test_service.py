@@ -99,12 +99,14 @@ def test_queries_are_answered_while_a_train_runs(inproc_client: me.Client, inpro
 def test_second_concurrent_train_is_resource_exhausted(inproc) -> None:
     with me.Client(inproc.target) as first, me.Client(inproc.target) as second:
         # A training cancelled by an earlier test may still be stopping: wait for its slot.
-        for _ in range(300):
+        deadline = time.monotonic() + 30
+        while True:
             stream = first.train("slow", num_watchers=2000, epochs=50, seed=1)
             try:
                 assert isinstance(next(stream), me.TrainProgress)
                 break
             except me.ResourceExhausted:
+                assert time.monotonic() < deadline, "an earlier training never freed its slot"
                 time.sleep(0.1)
         with pytest.raises(me.ResourceExhausted, match="already running"):
             next(second.train("other", epochs=1))

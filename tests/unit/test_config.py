@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from movie_embeddings_server import config
@@ -195,3 +197,83 @@ def test_validation_split_must_leave_watchers_on_both_sides(
         with pytest.raises(InvalidArgument) as info:
             config.check_split(synthetic, training)
         assert info.value.field == "training.validation_fraction"
+
+
+# --- training on a dataset ----------------------------------------------------------------
+
+
+def test_a_dataset_default_preset_of_its_own() -> None:
+    spec = config.resolve_training({}, source="dataset")
+    assert spec.preset == "default"
+    assert (spec.embedding_dim, spec.hidden_units, spec.input_dropout) == (64, 256, 0.5)
+    # Glorot, not zeros: a zero kernel with absent features passes no gradient (DESIGN §6).
+    assert spec.embedding_initializer == "glorot_uniform"
+    assert (spec.learning_rate, spec.learning_rate_schedule, spec.embedding_l2) == (
+        0.001,
+        "constant",
+        0,
+    )
+    # Early stopping on a validation split, patient enough to pass the popularity plateau.
+    assert spec.validation_fraction > 0
+    assert spec.early_stopping_patience >= 30
+    assert spec.epochs > 100
+    assert config.resolve_training({}).input_dropout == 0  # synthetic data: none
+
+
+def test_the_notebook_preset_is_the_notebook_for_any_source() -> None:
+    assert config.resolve_training({"preset": "notebook"}, source="dataset") == config.TrainSpec()
+
+
+def test_given_fields_override_the_dataset_preset() -> None:
+    spec = config.resolve_training({"input_dropout": 0.0, "epochs": 2}, source="dataset")
+    assert (spec.input_dropout, spec.epochs, spec.hidden_units) == (0.0, 2, 256)
+
+
+@pytest.mark.parametrize(("bad", "good"), [(-0.1, 0.0), (1.0, 0.99), (float("nan"), 0.5)])
+def test_input_dropout_bound(bad: float, good: float) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        config.resolve_training({"input_dropout": bad})
+    assert exc.value.field == "training.input_dropout"
+    assert config.resolve_training({"input_dropout": good}).input_dropout == good
+
+
+def test_dataset_training_defaults_and_a_random_seed() -> None:
+    spec = config.resolve_dataset_training({"dataset": {"name": "ml"}})
+    assert spec.dataset == config.DatasetRef("ml", 0)
+    assert (spec.like_threshold, spec.min_likes_per_watcher, spec.min_likes_per_movie) == (4, 5, 1)
+    assert spec.holdout_fraction == 0.1
+    assert spec.seed is not None
+    seeds = {config.resolve_dataset_training({"dataset": {"name": "ml"}}).seed for _ in range(5)}
+    assert len(seeds) > 1
+    # Resolving a resolved spec (as the trainer process does with its JSON) changes nothing.
+    assert config.resolve_dataset_training(dataclasses.asdict(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "good"),
+    [
+        ("dataset.name", "", "ml"),
+        ("dataset.version", -1, 3),
+        ("like_threshold", float("nan"), -2.5),
+        ("like_threshold", float("inf"), 10.0),
+        ("min_likes_per_watcher", -1, 0),
+        ("min_likes_per_movie", -1, 0),
+        ("holdout_fraction", -0.1, 0.0),
+        ("holdout_fraction", 1.0, 0.9),
+        ("seed", -1, 0),
+        ("seed", 2**64, 2**64 - 1),
+    ],
+)
+def test_dataset_training_bounds_name_the_field(field: str, bad, good) -> None:
+    def given(value) -> dict:
+        ref = {"name": "ml", "version": 0}
+        if field.startswith("dataset."):
+            return {"dataset": {**ref, field.removeprefix("dataset."): value}}
+        return {"dataset": ref, field: value}
+
+    with pytest.raises(InvalidArgument) as exc:
+        config.resolve_dataset_training(given(bad))
+    assert exc.value.field == f"dataset.{field}"
+    spec = config.resolve_dataset_training(given(good))
+    owner = spec.dataset if field.startswith("dataset.") else spec
+    assert getattr(owner, field.removeprefix("dataset.")) == good

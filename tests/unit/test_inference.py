@@ -219,17 +219,13 @@ def test_movie_zero_is_a_query(model: ServedModel) -> None:
 
 def test_cosine_neighbours_of_a_movie_with_a_zero_vector(weights) -> None:
     # A default-preset (zero-initialised) model keeps a zero row for every movie that no
-    # training watcher liked. Cosine from such a movie is undefined: refuse it or give finite
-    # scores, never NaN.
+    # training watcher liked. A zero vector has no direction: its cosine with every movie is
+    # 0 (never NaN), so its neighbours are the lowest other ids.
     weights["embedding"][2] = 0
     model = ServedModel("m", 1, weights, META)
-    try:
-        ids, scores = _nearest(model, movie_id=2, k=3)
-    except errors.InvalidArgument as exc:
-        assert exc.field == "movie_id"
-    else:
-        assert len(ids) == 3
-        assert np.all(np.isfinite(scores))
+    ids, scores = _nearest(model, movie_id=2, k=3)
+    assert ids.tolist() == [0, 1, 3]
+    assert scores.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_zero_rows_score_zero_by_cosine(weights) -> None:
@@ -366,7 +362,31 @@ def test_reconstruct_probabilities_and_recommendations(model: ServedModel, weigh
         assert np.all(np.diff(row[recs]) <= 0)
         best_unliked = sorted(set(range(MOVIES)) - likes, key=lambda m: (-row[m], m))[:4]
         assert recs.tolist() == best_unliked
-    assert 6 in set(range(MOVIES)) - liked[1]
+
+
+@pytest.mark.parametrize("path", ["watchers", "batch"])
+def test_a_rating_of_exactly_one_half_is_liked_and_never_recommended(
+    model: ServedModel, path: str
+) -> None:
+    row = np.zeros(MOVIES, np.float32)
+    row[[2, 8]] = 0.5  # liked
+    row[[3, 9]] = np.nextafter(np.float32(0.5), np.float32(0))  # just under: not liked
+    if path == "watchers":
+        w = model.make_watchers([row.tolist()], [[]], [40.0], [1])
+    else:
+        w = model.dense_watchers(row, np.array([40.0], np.float32), np.array([1]))
+    _, (recommended,) = model.reconstruct(w, top_k=MOVIES)
+    assert sorted(recommended.tolist()) == [m for m in range(MOVIES) if m not in (2, 8)]
+
+
+@pytest.mark.parametrize("age", [-0.5, 150.5, float("nan"), float("inf")])
+def test_batch_age_outside_0_150_is_invalid(model: ServedModel, age: float) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.dense_watchers(
+            np.zeros(3 * MOVIES, np.float32), np.array([30.0, 0.0, age], np.float32), np.zeros(3)
+        )
+    assert exc.value.field == "batch.age_years[2]"
+    assert "[0, 150]" in exc.value.description
 
 
 def test_reconstruct_top_k_past_the_unliked_movies(model: ServedModel) -> None:

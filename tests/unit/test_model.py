@@ -197,20 +197,40 @@ def test_a_stop_set_before_training_cancels_it(tiny_data: data.Dataset) -> None:
     assert len(seen) <= 1
 
 
-def test_a_stop_set_from_another_thread_stops_within_the_epoch(tiny_data: data.Dataset) -> None:
-    stop = training.StopSignal()
-    seen: list[training.Epoch] = []
+class _Watched(training.StopSignal):
+    """A real StopSignal that keeps the model it stops, so the steps it ran can be counted."""
+
+    model: Any = None
+
+    def attach(self, model: Any) -> None:
+        self.model = model
+        super().attach(model)
+
+
+def test_a_stop_set_from_another_thread_lands_within_one_tensorflow_call(
+    tiny_data: data.Dataset,
+) -> None:
+    # Batch 1: 200 steps an epoch, run 32 to a TensorFlow call (the README's bound).
+    spec = TrainSpec(epochs=500, batch_size=1)
+    assert training.steps_per_execution(200, MOVIES, spec) == 32
+    stop = _Watched()
+    steps_when_set: list[int] = []
+
+    def set_stop() -> None:
+        stop.set()
+        # Read just after set: the steps run since are at most those run since the set.
+        steps_when_set.append(int(stop.model.optimizer.iterations.numpy()))
 
     def on_epoch(epoch: training.Epoch) -> None:
-        seen.append(epoch)
         if epoch.epoch == 2:
-            threading.Timer(0.01, stop.set).start()  # set from elsewhere, mid-training
+            threading.Timer(0.05, set_stop).start()  # from elsewhere, mid-epoch
 
     with pytest.raises(Cancelled):
-        training.train(
-            tiny_data, TrainSpec(epochs=500, batch_size=8), seed=1, on_epoch=on_epoch, stop=stop
-        )
-    assert 2 <= len(seen) < 50  # stopped long before its 500 epochs
+        training.train(tiny_data, spec, seed=1, on_epoch=on_epoch, stop=stop)
+    ran = int(stop.model.optimizer.iterations.numpy())
+    assert 2 * 200 <= steps_when_set[0] <= ran
+    assert ran - steps_when_set[0] <= 32, (steps_when_set, ran)
+    assert ran % 200 % 32 == 0  # between two calls: 32, 64, ... 192 steps into an epoch
 
 
 def test_age_stats_of_constant_ages() -> None:

@@ -1,0 +1,33 @@
+"""TensorFlow lives in the trainer process only: the serving process never loads it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from conftest import ServerProcess, child_pids, wait_until
+
+import movie_embeddings as me
+
+
+def _tensorflow_objects(pid: int) -> set[str]:
+    """The TensorFlow shared objects mapped into process `pid` (any `import tensorflow`,
+    Keras's included, maps _pywrap_tensorflow_internal.so and libtensorflow*.so)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    files = {line.split()[-1] for line in lines if len(line.split()) == 6}
+    return {f for f in files if "tensorflow" in f.lower() and ".so" in Path(f).name}
+
+
+def test_the_serving_process_never_maps_tensorflow(
+    server: ServerProcess, client: me.Client
+) -> None:
+    name = f"notf-{uuid.uuid4().hex[:8]}"
+    info = list(client.train(name, num_watchers=200, epochs=2, seed=1))[-1]
+    assert isinstance(info, me.ModelInfo)
+    client.movie_vectors(model=info.ref)
+    client.nearest_movies(1, k=3, model=info.ref)
+    client.reconstruct([1, 2], age_years=30, education=1, top_k=3, model=info.ref)
+    # The check can see TensorFlow: the trainer process that ran the Train maps it.
+    (trainer,) = child_pids(server.process.pid)
+    wait_until(lambda: _tensorflow_objects(trainer), 120, "TensorFlow mapped by the trainer")
+    assert _tensorflow_objects(server.process.pid) == set()
