@@ -72,10 +72,13 @@ def _versions(data: Path, name: str) -> list[str]:
 def _run_idle(tmp: Path, session: ServerProcess, rng: random.Random) -> None:
     data = copy_store(session, tmp / "data")
     server = start_server(data, tmp / "server.log", *GRACE_FLAG)
-    trainers = child_pids(server.process.pid)
-    time.sleep(rng.uniform(0, 0.3))
-    sig = _burst(server.process, rng)
-    _check_exit(server.process, sig, server.log, trainers)
+    try:
+        trainers = child_pids(server.process.pid)
+        time.sleep(rng.uniform(0, 0.3))
+        sig = _burst(server.process, rng)
+        _check_exit(server.process, sig, server.log, trainers)
+    finally:
+        server.stop()
 
 
 def _run_first_start(tmp: Path, session: ServerProcess, rng: random.Random) -> None:

@@ -482,7 +482,8 @@ def test_rating_columns_refuse_what_cannot_travel(columns, message) -> None:
 
 
 def test_columns_from_tables() -> None:
-    pandas = pytest.importorskip("pandas")
+    import pandas  # a dev dependency: the SDK takes DataFrames
+
     frame = pandas.DataFrame(
         {"watcher_id": [1, 1], "movie_id": [2, 3], "rating": [4.0, 5.0], "other": [0, 0]}
     )
