@@ -169,7 +169,10 @@ class TrainJob:
         """Wait, off the caller's thread, for the process to end the cancelled job (within one
         TensorFlow call, or at once if it had not started), then free the process."""
         while (message := self._receive()) is not None and not (
-            "staged" in message or "cancelled" in message or "error" in message
+            "staged" in message
+            or "cancelled" in message
+            or "error" in message
+            or "refused" in message
         ):
             pass
         if message is not None and "staged" in message:
@@ -214,6 +217,8 @@ class Trainer:
     ) -> TrainJob:
         """Hand a training on `source` (synthetic data or a stored dataset) to a free trainer
         process; without `wait`, refuse when none is free."""
+        if self._closed:  # said first: a cancelled job may hold its slot a while (_drain)
+            raise Cancelled("the server is shutting down")
         if not self._slots.acquire(blocking=wait):
             raise ResourceExhausted(
                 f"{self.max_concurrent} training(s) already running (the server's "

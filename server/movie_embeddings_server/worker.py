@@ -2,10 +2,13 @@
 
 The server starts it with `python -m movie_embeddings_server.worker DATA_DIR` and talks to it
 in JSON lines. In on stdin: `{"id": N, "train": {...}}` and `{"stop": N}`. Out on stdout, for
-job N: `{"id": N, "epoch": {...}}` per epoch, then one of `{"id": N, "staged": PATH}` (a complete
-version in a staging directory, for the server to commit), `{"id": N, "cancelled": MESSAGE}` or
-`{"id": N, "error": MESSAGE}`. Jobs run one at a time. The end of stdin (the server exited,
-even by kill -9) stops the job in progress, and the process exits without staging it.
+job N: `{"id": N, "epoch": {...}}` per epoch (and inside long ones), then one of
+`{"id": N, "staged": PATH}` (a complete version in a staging directory, for the server to
+commit), `{"id": N, "cancelled": MESSAGE}`, `{"id": N, "refused": {"error": NAME, "args": [...]}}`
+(a domain error: the request does not fit the data) or `{"id": N, "error": MESSAGE}`. A job
+trains on synthetic data or on a stored dataset. Jobs run one at a time. The end of stdin (the
+server exited, even by kill -9) stops the job in progress, and the process exits without
+staging it.
 """
 
 from __future__ import annotations
@@ -23,17 +26,54 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from . import quality, training
-from .config import SyntheticSpec, TrainSpec
+from . import errors, quality, rows, training
+from .catalogue import Catalogue
+from .config import DatasetTrainingSpec, SyntheticSpec, TrainSpec, resolve_dataset_training
 from .data import generate
+from .datasets import DatasetStore
 from .errors import Cancelled
 from .inference import ServedModel
 from .store import Store, new_metadata
+from .versions import fsync_dir, write_npz
 
 log = logging.getLogger(__name__)
 
 # Below the serving process in the CPU scheduler's eyes: on a busy machine queries come first.
 NICENESS = 10
+HELDOUT = "heldout.npz"  # a dataset model's held-out watchers, for measuring it later
+
+
+def refusal(exc: errors.ServiceError) -> dict[str, Any]:
+    """A domain error as JSON, for the server to raise again (`refused_error`)."""
+    args = [exc.field, exc.description] if isinstance(exc, errors.InvalidArgument) else [str(exc)]
+    return {"error": type(exc).__name__, "args": args}
+
+
+def refused_error(refused: dict[str, Any]) -> errors.ServiceError:
+    kind = getattr(errors, refused["error"])
+    assert issubclass(kind, errors.ServiceError)
+    return kind(*refused["args"])
+
+
+def _fit_metadata(
+    trained: training.Trained, spec: TrainSpec, metrics: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """A version's metadata about its fit, whatever the data: settings, figures, epochs."""
+    metrics = {
+        **(metrics or {}),
+        "loss": trained.history[-1].loss,
+        "epochs_run": len(trained.history),
+        "train_seconds": trained.seconds,
+    }
+    if spec.validation_fraction:
+        metrics["val_loss"] = trained.history[trained.best_epoch - 1].val_loss
+    return {
+        "training": asdict(spec),
+        "metrics": metrics,
+        "history": [asdict(e) for e in trained.history],
+        "age_mean": trained.age_mean,
+        "age_std": trained.age_std,
+    }
 
 
 def run(
@@ -55,24 +95,63 @@ def run(
     metrics = quality.evaluate(
         ServedModel(name, 0, trained.weights, stats), synthetic.num_types, synthetic.seed
     )
-    metrics |= {
-        "loss": trained.history[-1].loss,
-        "epochs_run": len(trained.history),
-        "train_seconds": trained.seconds,
-        "evaluate_seconds": time.perf_counter() - started,
-    }
-    if spec.validation_fraction:
-        metrics["val_loss"] = trained.history[trained.best_epoch - 1].val_loss
-    meta = new_metadata(
-        synthetic=asdict(synthetic),
-        training=asdict(spec),
-        metrics=metrics,
-        history=[asdict(e) for e in trained.history],
-        **stats,
-    )
+    metrics["evaluate_seconds"] = time.perf_counter() - started
+    meta = new_metadata(synthetic=asdict(synthetic), **_fit_metadata(trained, spec, metrics))
     if stop.is_set():
         raise Cancelled("training was cancelled")
     return store.stage(name, trained.model, trained.weights, meta)
+
+
+def run_dataset(
+    store: Store,
+    datasets: DatasetStore,
+    name: str,
+    source: DatasetTrainingSpec,
+    spec: TrainSpec,
+    on_epoch: Callable[[training.Epoch], None],
+    stop: training.StopSignal,
+) -> Path:
+    """Load a stored dataset, fit on its training rows and stage a version whose catalogue is
+    the kept movies, with the held-out watchers beside it; raises Cancelled once `stop` is
+    set."""
+    assert source.seed is not None
+    dataset = datasets.load(source.dataset.name, source.dataset.version)
+    prepared = rows.prepare(dataset, source)
+    kept = prepared.movie_rows
+    catalogue = Catalogue(
+        dataset.movie_ids[kept], dataset.titles[kept], dataset.genres[kept], prepared.num_likes
+    )
+    dataset_info = dataset.info
+    del dataset  # every rating's arrays: freed before the model takes its memory
+    trained = training.train_sparse(prepared, spec, source.seed, on_epoch, stop)
+    meta = new_metadata(
+        dataset=asdict(source),
+        dataset_info=dataset_info,
+        **_fit_metadata(trained, spec),
+        num_train_watchers=len(prepared.train),
+        num_heldout_watchers=len(prepared.heldout),
+        has_age=prepared.has_age,
+        has_education=prepared.has_education,
+    )
+    if stop.is_set():
+        raise Cancelled("training was cancelled")
+    staged = store.stage(name, trained.model, trained.weights, meta, catalogue=catalogue)
+    try:
+        write_npz(
+            staged / HELDOUT,
+            {
+                "watcher_ids": prepared.heldout_watchers.ids,
+                "indptr": prepared.heldout.indptr,
+                "columns": prepared.heldout.columns,  # their likes, as rows of the catalogue
+                "age_years": prepared.heldout_watchers.age_years,
+                "education": prepared.heldout_watchers.education,
+            },
+        )
+        fsync_dir(staged)
+    except BaseException:
+        store.discard(staged)
+        raise
+    return staged
 
 
 class _Jobs:
@@ -123,6 +202,7 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)  # the channel to the server: this and no more
     os.dup2(2, 1)  # anything else printed lands in the server's log
     store = Store(Path(sys.argv[1]))
+    datasets = DatasetStore(Path(sys.argv[1]))
     jobs = _Jobs(sys.stdin)
     import keras  # TensorFlow's import, paid once, before the first job arrives
 
@@ -137,18 +217,20 @@ def main() -> None:
         if stop.is_set():
             send(job_id, cancelled="training was cancelled before it started")
             continue
+        spec = TrainSpec(**train["spec"])
+        on_epoch = lambda e: send(job_id, epoch=asdict(e))  # noqa: B023, E731 (in the loop)
         try:
-            staged = run(
-                store,
-                train["name"],
-                SyntheticSpec(**train["synthetic"]),
-                TrainSpec(**train["spec"]),
-                lambda e: send(job_id, epoch=asdict(e)),  # noqa: B023 (used within the loop)
-                stop,
-            )
+            if "dataset" in train:
+                source = resolve_dataset_training(train["dataset"])  # its dicts back to a spec
+                staged = run_dataset(store, datasets, train["name"], source, spec, on_epoch, stop)
+            else:
+                synthetic = SyntheticSpec(**train["synthetic"])
+                staged = run(store, train["name"], synthetic, spec, on_epoch, stop)
             send(job_id, staged=str(staged))
         except Cancelled as exc:
             send(job_id, cancelled=str(exc))
+        except errors.ServiceError as exc:  # the request does not fit the data
+            send(job_id, refused=refusal(exc))
         except Exception as exc:  # reported to the server, the traceback stays in the log
             log.exception("training %r failed", train["name"])
             send(job_id, error=f"{type(exc).__name__}: {exc}")
