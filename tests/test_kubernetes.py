@@ -1,4 +1,5 @@
-"""deploy/kubernetes/ agrees with the server it deploys: flags, ports, probes, user, store."""
+"""deploy/kubernetes/ is valid Kubernetes and agrees with the server it deploys: flags, ports,
+probes, user, store, and the Job that trains into that store."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from movie_embeddings_server.cli import build_parser
+from movie_embeddings_server.cli.train import cmd_train_in_store
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -21,8 +24,25 @@ def objects() -> dict[str, dict[str, Any]]:
     for path in sorted(MANIFESTS.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             found[doc["kind"]] = doc
-    assert set(found) == {"Deployment", "Service", "PersistentVolumeClaim"}
+    assert set(found) == {"Deployment", "Service", "PersistentVolumeClaim", "Job"}
     return found
+
+
+@pytest.mark.parametrize("path", sorted(MANIFESTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(path: Path) -> None:
+    """Kubernetes' own OpenAPI schemas (shipped with kubernetes-validate, read offline), strict:
+    a misspelt or misplaced field fails here, not at `kubectl apply`."""
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_schema_check_catches_a_misplaced_field(objects: dict[str, dict[str, Any]]) -> None:
+    job = yaml.safe_load(yaml.safe_dump(objects["Job"]))
+    job["spec"]["template"]["spec"]["containers"][0]["arg"] = ["train"]
+    with pytest.raises(kubernetes_validate.ValidationError, match="'arg' was unexpected"):
+        kubernetes_validate.validate(job, kubernetes_validate.latest_version(), strict=True)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +120,21 @@ def test_the_service_is_headless_and_selects_the_pods(objects, pod, container) -
     assert objects["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     (port,) = service["ports"]
     assert port["targetPort"] == "grpc" and port["port"] == _port(container, "grpc")
+
+
+def test_the_job_trains_into_the_store_the_replicas_serve(objects, pod, serve_args) -> None:  # type: ignore[no-untyped-def]
+    job = objects["Job"]["spec"]["template"]
+    (container,) = job["spec"]["containers"]
+    args = build_parser().parse_args(container["args"])  # exits (fails) on an unknown flag
+    assert (args.command, args.handler, args.connect) == ("train", cmd_train_in_store, False)
+    (mount,) = container["volumeMounts"]
+    assert str(args.store) == mount["mountPath"] == serve_args.data_dir
+    (volume,) = [v for v in job["spec"]["volumes"] if v["name"] == mount["name"]]
+    (served,) = [v for v in pod["spec"]["volumes"] if v["name"] == "store"]
+    assert volume["persistentVolumeClaim"] == served["persistentVolumeClaim"]
+    assert job["spec"]["securityContext"] == pod["spec"]["securityContext"]
+    assert container["image"] == pod["spec"]["containers"][0]["image"]
+    assert job["spec"]["restartPolicy"] == "Never"  # a failed training is not rerun in place
+    # The Service must never send queries to the training pod.
+    selector = objects["Service"]["spec"]["selector"]
+    assert not selector.items() <= job["metadata"]["labels"].items()

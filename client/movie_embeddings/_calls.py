@@ -41,9 +41,9 @@ READS = [
     "SearchMovies",
 ]
 
-# Reads (never Train, ImportDataset or DeleteDataset: they have effects) are retried by gRPC
-# itself when the server is UNAVAILABLE (not up yet, restarting, a connection lost): up to 4
-# attempts, backoff 0.1 s doubling to 2 s, all within the call's deadline.
+# Reads (never Train, ImportDataset, the deletes or SetModelLabel: they have effects) are
+# retried by gRPC itself when the server is UNAVAILABLE (not up yet, restarting, a connection
+# lost): up to 4 attempts, backoff 0.1 s doubling to 2 s, all within the call's deadline.
 SERVICE_CONFIG = json.dumps(
     {
         # Spread calls over every address of the target (replicas), not only the first.
@@ -235,6 +235,19 @@ def list_models(name: str | None) -> Call[list[ModelInfo]]:
 def get_model(model: convert.ModelArg) -> Call[ModelInfo]:
     request = pb.GetModelRequest(model=convert.model_ref(model))
     return Call("GetModel", request, lambda r: convert.model_info(r.model))
+
+
+def delete_model(model: convert.ModelArg, version: int) -> Call[list[ModelInfo]]:
+    ref = convert.model_ref(model)
+    if version:
+        ref.version = version
+    request = pb.DeleteModelRequest(model=ref)
+    return Call("DeleteModel", request, lambda r: [convert.model_info(m) for m in r.models])
+
+
+def set_model_label(name: str, label: str, version: int) -> Call[dict[str, int]]:
+    request = pb.SetModelLabelRequest(name=name, label=label, version=version)
+    return Call("SetModelLabel", request, lambda r: dict(sorted(r.labels.items())))
 
 
 def search_movies(query: str, limit: int, model: convert.ModelArg) -> Call[list[Movie]]:

@@ -55,11 +55,11 @@ def model_ref(model: ModelArg) -> pb.ModelRef:
         return pb.ModelRef()
     if isinstance(model, str):
         return pb.ModelRef(name=model)
-    return pb.ModelRef(name=model.name, version=model.version)
+    return pb.ModelRef(name=model.name, version=model.version, label=model.label)
 
 
 def from_model_ref(ref: pb.ModelRef) -> ModelRef:
-    return ModelRef(name=ref.name or DEFAULT_MODEL, version=ref.version)
+    return ModelRef(name=ref.name or DEFAULT_MODEL, version=ref.version, label=ref.label)
 
 
 def dataset_ref(dataset: DatasetArg, version: int = 0) -> pb.DatasetRef:
@@ -137,6 +137,7 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
         num_heldout_watchers=info.num_heldout_watchers,
         has_age=info.has_age,
         has_education=info.has_education,
+        labels=tuple(info.labels),
     )
 
 

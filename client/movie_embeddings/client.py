@@ -18,6 +18,7 @@ from .types import (
     DatasetInfo,
     DatasetRef,
     ModelInfo,
+    ModelRef,
     Movie,
     Neighbor,
     Reconstruction,
@@ -204,6 +205,22 @@ class Client(_Connection):
     def get_model(self, model: convert.ModelArg = None, *, timeout: Any = _UNSET) -> ModelInfo:
         """One version; None = the newest version of "default"."""
         return self._run(calls.get_model(model), timeout)
+
+    def delete_model(
+        self, model: str | ModelRef, version: int = 0, *, timeout: Any = _UNSET
+    ) -> list[ModelInfo]:
+        """Delete one version of a model (`version`, or a ModelRef's), or every version
+        (version 0); returns those deleted. A labelled version is refused (FailedPrecondition)
+        until its label is removed; calls already running on it finish on it. Never retried."""
+        return self._run(calls.delete_model(model, version), timeout)
+
+    def set_model_label(
+        self, name: str, label: str, version: int, *, timeout: Any = _UNSET
+    ) -> dict[str, int]:
+        """Point `label` (e.g. "stable") of model `name` at `version`, or remove it with
+        version 0; returns every label of the model and its version. Queries then name it
+        as ModelRef(name, label=label). Never retried."""
+        return self._run(calls.set_model_label(name, label, version), timeout)
 
     def health(self, service: str = "", *, timeout: Any = _UNSET) -> str:
         """The server's health (grpc.health.v1): "SERVING", "NOT_SERVING", ...; `service`
@@ -392,6 +409,18 @@ class AsyncClient(_Connection):
     ) -> ModelInfo:
         """As Client.get_model."""
         return await self._run(calls.get_model(model), timeout)
+
+    async def delete_model(
+        self, model: str | ModelRef, version: int = 0, *, timeout: Any = _UNSET
+    ) -> list[ModelInfo]:
+        """As Client.delete_model."""
+        return await self._run(calls.delete_model(model, version), timeout)
+
+    async def set_model_label(
+        self, name: str, label: str, version: int, *, timeout: Any = _UNSET
+    ) -> dict[str, int]:
+        """As Client.set_model_label."""
+        return await self._run(calls.set_model_label(name, label, version), timeout)
 
     async def health(self, service: str = "", *, timeout: Any = _UNSET) -> str:
         """As Client.health."""

@@ -14,10 +14,12 @@ DEFAULT_MODEL = "default"
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model version; version 0 means the newest."""
+    """A model version: the one `label` names (e.g. "stable", set by set_model_label), else
+    `version`, 0 meaning the newest."""
 
     name: str = DEFAULT_MODEL
     version: int = 0
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ModelInfo:
     num_heldout_watchers: int = 0
     has_age: bool = True  # False: the model ignores a watcher's age
     has_education: bool = True
+    labels: tuple[str, ...] = ()  # the model's labels that name this version
 
     @property
     def name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -30,13 +31,15 @@ from .security import TokenAuth, server_credentials
 from .servicer import MovieEmbeddingServicer
 from .store import Store
 from .trainer import Trainer
+from .training import Epoch
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MovieEmbeddingService"].full_name
 # The calls that write to the store: with an auth token they need it even without auth_all.
 WRITE_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{name}" for name in ("Train", "ImportDataset", "DeleteDataset")
+    f"/{SERVICE_NAME}/{name}"
+    for name in ("Train", "ImportDataset", "DeleteDataset", "DeleteModel", "SetModelLabel")
 )
 BOOTSTRAP_SEED = 42  # the default model a newcomer gets is the same on every machine
 
@@ -63,6 +66,7 @@ class ServerConfig:
     poll_seconds: float = 2.0  # how often the store is read for versions other processes wrote
     server_id: str = ""  # sent as `server-id` trailing metadata; "" = HOSTNAME-PID
     max_dataset_ratings: int = 50_000_000  # rating rows one ImportDataset may send
+    keep_versions: int | None = None  # newest unlabelled versions kept per model; None = all
 
 
 @dataclass
@@ -93,7 +97,7 @@ class Running:
         def loop() -> None:
             while not self.stopping.wait(seconds):
                 try:
-                    if loaded := self.store.load_new():
+                    if loaded := self.store.load_new():  # and forgets the deleted ones
                         log.info("loaded %d new version(s) written by another process", loaded)
                         self.set_serving(True)
                     if added := self.datasets.load_new():
@@ -131,7 +135,7 @@ def _check_free(host: str, port: int) -> None:
 
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     """Load the store and bind the server (not started); NOT_SERVING until a model is ready."""
-    store = Store(cfg.data_dir)
+    store = Store(cfg.data_dir, cfg.keep_versions)
     loaded = store.load_new()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
     datasets = DatasetStore(cfg.data_dir)
@@ -197,6 +201,29 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     return server, running
 
 
+class FirstModel:
+    """The default model's training at start: what a query that comes first is told."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.last: tuple[Epoch, float] | None = None  # the newest event and when it came
+
+    def progress(self, e: Epoch) -> None:
+        log.info("default model: epoch %d/%d loss %.4f", e.epoch, e.epochs, e.loss)
+        self.last = (e, time.monotonic())  # one assignment: the query threads read it whole
+
+    def not_ready(self) -> str:
+        """When it will be ready, from the time its epochs took so far."""
+        what = "the default model is being trained"
+        e, at = self.last or (None, 0.0)
+        done = e.epoch - 1 + (e.step / e.steps if e.steps else 1) if e else 0.0
+        if e is None or done <= 0:  # no step taken yet: nothing to estimate from
+            waited = time.monotonic() - self.started
+            return f"{what}; starting ({waited:.0f} s so far), ready in a few seconds"
+        left = e.elapsed_seconds / done * (e.epochs - done) - (time.monotonic() - at)
+        return f"{what}; ready in about {max(1, math.ceil(left))} s (epoch {e.epoch}/{e.epochs})"
+
+
 def bootstrap(running: Running) -> None:
     """Train the seeded `default` model when the store is empty, logging each epoch. Of
     several replicas starting on one empty store, one trains it; the others load it."""
@@ -205,15 +232,17 @@ def bootstrap(running: Running) -> None:
         if store.is_empty() and not (mine and store.load_new()):
             if not mine:
                 log.info("another process is training the default model: serving once stored")
+                store.not_ready = lambda: (
+                    "the default model is being trained by another process sharing the "
+                    "store; ready once it is stored"
+                )
                 return  # the store poll loads it, and turns health SERVING
             log.info("empty model store: training the default model (seed %d)", BOOTSTRAP_SEED)
             synthetic = config.resolve_synthetic({"seed": BOOTSTRAP_SEED})
-
-            def progress(e) -> None:  # type: ignore[no-untyped-def]
-                log.info("default model: epoch %d/%d loss %.4f", e.epoch, e.epochs, e.loss)
-
+            first = FirstModel()
+            store.not_ready = first.not_ready
             served = running.trainer.train(
-                config.DEFAULT_MODEL, synthetic, config.resolve_training({}), progress
+                config.DEFAULT_MODEL, synthetic, config.resolve_training({}), first.progress
             )
             log.info("default model v%d ready", served.version)
     running.set_serving(True)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # with stream 2), so the held-out watchers do not depend on the validation share.
 HOLDOUT_STREAM = 0
 VALIDATION_STREAM = 1
+FOLD_IN_STREAM = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,23 @@ class Likes:
     def counts(self) -> np.ndarray:
         """Likes per column, int64 (num_columns,)."""
         return np.bincount(self.columns, minlength=self.num_columns)
+
+    def fold_in(self, held_share: float, seed: int) -> tuple[Likes, Likes]:
+        """Each row's likes split at random into (folded in, held back): floor(held_share x n)
+        of a row's n likes are held back, the same ones for the same seed."""
+        lengths = np.diff(self.indptr)
+        row = np.repeat(np.arange(len(self)), lengths)
+        keys = np.random.default_rng([seed, FOLD_IN_STREAM]).random(len(self.columns))
+        rank = np.empty(len(keys), dtype=np.int64)  # of each like in its row's shuffled order
+        rank[np.lexsort((keys, row))] = np.arange(len(keys)) - self.indptr[row]
+        held = rank < np.floor(lengths * held_share).astype(np.int64)[row]
+        return self._where(~held, row), self._where(held, row)
+
+    def _where(self, mask: np.ndarray, row: np.ndarray) -> Likes:
+        """The entries where `mask` is true, rows kept (`row` is each entry's row)."""
+        indptr = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row[mask], minlength=len(self)), out=indptr[1:])
+        return Likes(indptr, self.columns[mask], self.num_columns)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,11 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
 }
 
 
+def status_of(exc: Exception) -> grpc.StatusCode:
+    """The status code of a domain error (an instance of one of STATUS_OF's classes)."""
+    return next(code for cls, code in STATUS_OF.items() if isinstance(exc, cls))
+
+
 class Served(Protocol):
     """What the wrapper reads off a servicer."""
 
@@ -63,7 +68,7 @@ def _rpc(servicer: Served, name: str, context: grpc.ServicerContext) -> Iterator
     try:
         yield
     except tuple(STATUS_OF) as exc:
-        code = next(c for cls, c in STATUS_OF.items() if isinstance(exc, cls))
+        code = status_of(exc)
         abort(context, exc, code)
     except GeneratorExit:  # a stream whose caller went away
         code = grpc.StatusCode.CANCELLED

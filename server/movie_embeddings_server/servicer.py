@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,8 @@ from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from . import config, errors
 from .catalogue import Catalogue
+from .dataset_rpcs import DatasetRpcs, dataset_info
+from .datasets import DatasetStore
 from .inference import ServedModel
 from .metrics import Metrics
 from .rpc import handler
@@ -65,9 +67,16 @@ def model_info(served: ServedModel) -> pb.ModelInfo:
         if key in TRAINING_ENUMS:
             value = TRAINING_ENUM_VALUES[key][value]
         setattr(training_cfg, key, value)
+    trained_on = meta.get("dataset")  # unset for synthetic data
     info = pb.ModelInfo(
         ref=_ref(served),
-        synthetic=pb.SyntheticData(**meta["synthetic"]),
+        synthetic=None if trained_on else pb.SyntheticData(**meta["synthetic"]),
+        dataset=pb.DatasetTraining(**trained_on) if trained_on else None,
+        dataset_info=dataset_info(meta["dataset_info"]) if trained_on else None,
+        num_train_watchers=meta.get("num_train_watchers", 0),
+        num_heldout_watchers=meta.get("num_heldout_watchers", 0),
+        has_age=served.has_age,
+        has_education=served.has_education,
         training=training_cfg,
         metrics=meta.get("metrics", {}),
         num_movies=served.num_movies,
@@ -92,7 +101,7 @@ def _set_fields(message: Any) -> dict[str, Any]:
     return out
 
 
-class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
+class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer):
     """Thin: each RPC resolves the model, converts the request, calls the domain, converts back."""
 
     def __init__(
@@ -103,8 +112,13 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         access_log: bool = False,
         metrics: Metrics | None = None,
         server_id: str = "",
+        *,
+        datasets: DatasetStore,
+        max_dataset_ratings: int,
     ) -> None:
         self.store = store
+        self.datasets = datasets
+        self.max_dataset_ratings = max_dataset_ratings
         self.trainer = trainer
         self.limits = limits
         self.access_log = access_log
@@ -116,14 +130,21 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
         self, request: pb.TrainRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TrainResponse]:
         name = check_name("model_name", request.model_name)
-        synthetic = config.resolve_synthetic(_set_fields(request.synthetic), self.limits)
         given = _set_fields(request.training)
         for key, names in TRAINING_ENUMS.items():
             if key in given:
                 given[key] = names.get(given[key], f"unknown value {given[key]}")
-        spec = config.resolve_training(given, self.limits)
-        config.check_split(synthetic, spec)
-        job = self.trainer.start(name, synthetic, spec)
+        source: config.SyntheticSpec | config.DatasetTrainingSpec
+        if request.HasField("dataset"):
+            if request.HasField("synthetic"):
+                raise errors.InvalidArgument("dataset", "set synthetic or dataset, not both")
+            source = self._dataset_training(request.dataset)
+            spec = config.resolve_training(given, self.limits, "dataset")
+        else:
+            source = config.resolve_synthetic(_set_fields(request.synthetic), self.limits)
+            spec = config.resolve_training(given, self.limits)
+            config.check_split(source, spec)
+        job = self.trainer.start(name, source, spec)
         # The callback runs when the call ends (cancelled, deadline passed, or done).
         if not context.add_callback(job.cancel):
             job.cancel()  # ended already
@@ -133,8 +154,28 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
             else:
                 yield pb.TrainResponse(progress=pb.TrainProgress(**asdict(event)))
 
+    def _dataset_training(self, request: pb.DatasetTraining) -> config.DatasetTrainingSpec:
+        """The settings with the dataset's version resolved (0 = the newest now), so that the
+        trainer reads that one; an unknown dataset is NOT_FOUND before any training."""
+        given = _set_fields(request) | {"dataset": _set_fields(request.dataset)}
+        source = config.resolve_dataset_training(given)
+        info = self.datasets.resolve(source.dataset.name, source.dataset.version, "dataset.dataset")
+        if info["num_ratings"] > self.max_dataset_ratings:
+            raise errors.ResourceExhausted(
+                f"dataset {info['name']!r} v{info['version']} holds {info['num_ratings']} "
+                f"ratings, more than the server's cap {self.max_dataset_ratings} "
+                "(--max-dataset-ratings)"
+            )
+        return replace(source, dataset=config.DatasetRef(info["name"], info["version"]))
+
     def _model(self, ref: pb.ModelRef) -> ServedModel:
-        return self.store.resolve(ref.name, ref.version)
+        return self.store.resolve(ref.name, ref.version, label=ref.label)
+
+    def _described(self, served: ServedModel) -> pb.ModelInfo:
+        """A version's ModelInfo with the labels that name it now."""
+        info = model_info(served)
+        info.labels.extend(self.store.labels_of(served))
+        return info
 
     @handler
     def GetMovieVector(
@@ -277,10 +318,27 @@ class MovieEmbeddingServicer(pb_grpc.MovieEmbeddingServiceServicer):
     def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[model_info(s) for s in self.store.list(request.name)])
+        return pb.ListModelsResponse(
+            models=[self._described(s) for s in self.store.list(request.name)]
+        )
 
     @handler
     def GetModel(
         self, request: pb.GetModelRequest, context: grpc.ServicerContext
     ) -> pb.GetModelResponse:
-        return pb.GetModelResponse(model=model_info(self._model(request.model)))
+        return pb.GetModelResponse(model=self._described(self._model(request.model)))
+
+    @handler
+    def DeleteModel(
+        self, request: pb.DeleteModelRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteModelResponse:
+        ref = request.model
+        deleted = self.store.delete(ref.name, ref.version, ref.label)
+        return pb.DeleteModelResponse(models=[model_info(s) for s in deleted])
+
+    @handler
+    def SetModelLabel(
+        self, request: pb.SetModelLabelRequest, context: grpc.ServicerContext
+    ) -> pb.SetModelLabelResponse:
+        labels = self.store.set_label(request.name, request.label, request.version)
+        return pb.SetModelLabelResponse(labels=labels)

@@ -58,6 +58,18 @@ def write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace a small file at once (a reader sees the old or the new one, never a mix)."""
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        write_file(staged, data)
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Arrays only (no pickles), uncompressed: written and read at disk speed."""
     with open(path, "wb") as f:
@@ -97,7 +109,7 @@ def version_numbers(parent: Path) -> list[int]:
 
 
 @contextlib.contextmanager
-def _locked(parent: Path) -> Iterator[None]:
+def locked(parent: Path) -> Iterator[None]:
     """An exclusive lock on `<parent>/.lock`, which holds across processes sharing the store
     and is released by the kernel if its holder dies."""
     with open(parent / LOCK_FILE, "a") as lock:
@@ -110,7 +122,7 @@ def commit(parent: Path, staged: Path, label: Callable[[Path, int], None] | None
     return it; `label(staged, version)` may first write the number into the version. The
     staged directory is removed if anything fails."""
     try:
-        with _locked(parent):
+        with locked(parent):
             numbers = [
                 int(p.name.removeprefix(DELETED_PREFIX))
                 for p in parent.iterdir()
@@ -127,11 +139,14 @@ def commit(parent: Path, staged: Path, label: Callable[[Path, int], None] | None
     return version
 
 
-def retire(parent: Path, version: int) -> None:
+def retire(parent: Path, version: int, check: Callable[[], None] | None = None) -> None:
     """Make a version disappear at once (one rename), then free its space; its number is
-    kept by an empty `.deleted-<version>` directory."""
+    kept by an empty `.deleted-<version>` directory. `check()`, run under the lock first,
+    may refuse by raising (e.g. a label written by another process names the version)."""
     gone = parent / f"{DELETED_PREFIX}{version}"
-    with _locked(parent):
+    with locked(parent):
+        if check:
+            check()
         os.rename(parent / str(version), gone)
         fsync_dir(parent)
     for path in gone.iterdir():

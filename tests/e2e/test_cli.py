@@ -33,7 +33,7 @@ COMMON = [
     "--tls-cert",
     "--tls-key",
 ]
-WITH_MODEL = [*COMMON, "--model", "--version"]
+WITH_MODEL = [*COMMON, "--model", "--version", "--label"]
 OPTIONS = {
     "serve": [
         "--host",
@@ -55,6 +55,7 @@ OPTIONS = {
         "--auth-all",
         "--metrics-port",
         "--poll-seconds",
+        "--keep-versions",
         "--server-id",
         "--access-log",
         "--log-level",
@@ -62,6 +63,7 @@ OPTIONS = {
     "train": [
         *COMMON,
         "--model",
+        "--store",
         "--num-watchers",
         "--num-movies",
         "--num-types",
@@ -117,8 +119,8 @@ OPTIONS = {
         "--education",
         "--top-k",
     ],
-    "models": [*COMMON, "--name"],
-    "health": [*COMMON, "--service"],
+    "models": [*COMMON, "--name", "--version", "--remove", "ACTION"],
+    "health": [*COMMON, "--service", "--wait"],
     "plot": [*WITH_MODEL, "--output"],
 }
 
@@ -162,12 +164,17 @@ def test_train_prints_a_progress_line_per_epoch_and_a_summary(
     assert len(lines) == 2, result.stderr
     for epoch, line in enumerate(lines, start=1):
         assert re.search(rf"\bepoch {epoch}/2 loss \d+\.\d{{4}}\b", line), line
-    summary = result.stdout.strip()
-    assert summary.count("\n") == 0, summary
+    summary, given, filled = result.stdout.splitlines()
     assert f"{name} v1" in summary
     assert "200 watchers x 80 movies" in summary
     assert "seed 3" in summary
     assert "2 epochs" in summary
+    # Every setting, as the server resolved it: those given, and those the preset filled in.
+    assert given == "  given: epochs 2, num_watchers 200, seed 3"
+    assert filled.startswith("  filled in by preset default: embedding_dim 5, hidden_units 32, ")
+    for setting in ("batch_size 64", "learning_rate 0.02", "learning_rate_schedule cosine"):
+        assert f" {setting}," in filled, filled
+    assert filled.endswith(", num_movies 80, num_types 10"), filled
 
     info = client.get_model(me.ModelRef(name, 1))
     assert (info.synthetic.num_watchers, info.synthetic.seed, info.training.epochs) == (200, 3, 2)
@@ -186,7 +193,7 @@ def test_train_on_a_terminal_draws_live_bars_then_the_summary(server: ServerProc
     assert "Traceback" not in result.stderr
     assert "\x1b[" in result.stderr  # drawn, not plain lines
     assert re.search(r"epoch 2/2 loss \d+\.\d{4}", result.stderr), result.stderr
-    assert result.stdout.startswith(f"trained {name} v1 ") and result.stdout.count("\n") == 1
+    assert result.stdout.startswith(f"trained {name} v1 ") and result.stdout.count("\n") == 3
 
 
 def test_train_json_is_the_new_model_info(server: ServerProcess, client: me.Client) -> None:
@@ -199,7 +206,7 @@ def test_train_json_is_the_new_model_info(server: ServerProcess, client: me.Clie
     )
     assert re.fullmatch(r".*\bepoch 1/1 loss \d+\.\d{4}\b.*\n", result.stderr), result.stderr
     data = json.loads(result.stdout)
-    assert data["ref"] == {"name": name, "version": 1}
+    assert data["ref"] == {"name": name, "version": 1, "label": ""}
     assert data["synthetic"] == {"num_watchers": 150, "num_movies": 80, "num_types": 10, "seed": 4}
     assert data["training"]["epochs"] == 1
     assert data["training"]["preset"] == "default"
@@ -322,7 +329,7 @@ def test_models_lists_the_default_model(server: ServerProcess, client: me.Client
     assert [(m["ref"]["name"], m["ref"]["version"]) for m in data] == [
         (m.name, m.version) for m in sdk
     ]
-    default = next(m for m in data if m["ref"] == {"name": "default", "version": 1})
+    default = next(m for m in data if m["ref"] == {"name": "default", "version": 1, "label": ""})
     assert default["synthetic"] == {
         "num_watchers": 1000,
         "num_movies": 80,
@@ -616,6 +623,7 @@ def test_serve_defaults_are_the_server_config_defaults() -> None:
         "server_id",
         "auth_all",
         "access_log",
+        "keep_versions",
     ):
         assert getattr(args, name) == getattr(expected, name), name
 
@@ -744,3 +752,83 @@ def test_ctrl_c_on_train_cancels_and_stores_nothing(
     wait_until(train_again, 20, "the cancelled training to end")
     (only,) = client.list_models(name)
     assert (only.version, only.training.epochs) == (1, 1)
+
+
+# --- versions: delete, label, and queries by label ----------------------------------------------
+
+
+def test_models_label_query_by_label_and_delete(server: ServerProcess, client: me.Client) -> None:
+    name = f"clilabel-{uuid.uuid4().hex[:8]}"  # new to the shared server
+    for seed in (1, 2):
+        list(client.train(name, num_watchers=100, epochs=1, seed=seed))
+    labelled = call(server, "models", "label", name, "stable", "--version", "1")
+    assert labelled.stdout == f"labels of {name}: stable -> v1\n"
+    assert call_json(server, "models", "label", name, "canary", "--version", "2") == {
+        "canary": 2,
+        "stable": 1,
+    }
+    by_label = call(server, "vector", "3", "--model", name, "--label", "stable").stdout
+    assert by_label == call(server, "vector", "3", "--model", name, "--version", "1").stdout
+    listed = call(server, "models", "--name", name).stdout.splitlines()
+    assert [x.split("  ")[0] for x in listed] == [f"{name} v1 [stable]", f"{name} v2 [canary]"]
+    assert [m["labels"] for m in call_json(server, "models", "--name", name, "--version", "2")] == [
+        ["canary"]
+    ]
+
+    refused = run_cli("models", "delete", name, "--version", "1", "--target", server.target)
+    _assert_clean_error(refused, "FAILED_PRECONDITION", "version 1 is labelled stable")
+    mismatch = run_cli(
+        "vector", "3", "--model", name, "--label", "stable", "--version", "2",
+        "--target", server.target,
+    )  # fmt: skip
+    _assert_clean_error(mismatch, "INVALID_ARGUMENT", "'stable' names version 1")
+    removed = call(server, "models", "label", name, "stable", "--remove")
+    assert removed.stdout == f"labels of {name}: canary -> v2\n"
+    assert call(server, "models", "delete", name, "--version", "1").stdout == f"deleted {name} v1\n"
+    call(server, "models", "label", name, "canary", "--remove")
+    assert call_json(server, "models", "delete", name)[0]["ref"]["version"] == 2
+    assert client.list_models(name) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["models", "label", "m", "stable"], "give --version N (N >= 1) or --remove"),
+        (["models", "label", "m", "stable", "--version", "2", "--remove"], "or --remove"),
+        (["models", "label", "m", "stable", "--version", "0"], "--version must be >= 1"),
+        (["models", "delete"], "expected `delete NAME` or `label NAME LABEL`"),
+        (["models", "rename", "m"], "got 'rename m'"),
+        (["models", "--remove"], "--remove goes with `label NAME LABEL`"),
+    ],
+)
+def test_models_mistakes_are_one_line(args: list[str], words: str) -> None:
+    _assert_usage_error(run_cli(*args, "--target", "127.0.0.1:1"), words)
+
+
+def test_health_wait_returns_at_once_when_serving_and_gives_up_on_no_server(
+    server: ServerProcess,
+) -> None:
+    assert call(server, "health", "--wait", "30").stdout == "SERVING\n"
+    down = run_cli("health", "--wait", "1", "--target", f"127.0.0.1:{_free_port()}")
+    assert (down.returncode, down.stdout) == (1, "UNAVAILABLE\n")
+    assert down.stderr == "not SERVING within 1 s (last: UNAVAILABLE)\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--dataset", "nope"], "NOT_FOUND", "dataset 'nope' not found"),
+        (["--model", "Bad"], "INVALID_ARGUMENT", "model_name: must match"),
+        (["--num-types", "500"], "INVALID_ARGUMENT", "synthetic.num_types: must be <= num_movies"),
+    ],
+)
+def test_train_into_a_store_refuses_as_a_server_would(
+    tmp_path: Path, args: list[str], code: str, words: str
+) -> None:
+    _assert_clean_error(run_cli("train", "--store", str(tmp_path), *args), code, words)
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["datasets"])  # nothing trained
+
+
+def test_train_into_a_missing_store_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("train", "--store", str(tmp_path / "nope"))
+    _assert_usage_error(result, f"--store {tmp_path / 'nope'}: no such directory")

@@ -29,6 +29,8 @@ RPCS = [
     "GetDataset",
     "DeleteDataset",
     "SearchMovies",
+    "DeleteModel",
+    "SetModelLabel",
 ]
 # Written as a user would type them; the tests put the server's address in place of TARGET.
 TARGET = "localhost:50051"
@@ -103,6 +105,50 @@ GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
             TARGET,
             f"{SERVICE}/Train",
         ],
+    ),
+    (
+        "label a model version",
+        [
+            "-plaintext",
+            "-d",
+            '{"name": "scratch", "label": "stable", "version": "2"}',
+            TARGET,
+            f"{SERVICE}/SetModelLabel",
+        ],
+    ),
+    (
+        "query the version a label names",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "scratch", "label": "stable"}, "movieId": 3}',
+            TARGET,
+            f"{SERVICE}/GetMovieVector",
+        ],
+    ),
+    (
+        "delete a model version",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "scratch", "version": "1"}}',
+            TARGET,
+            f"{SERVICE}/DeleteModel",
+        ],
+    ),
+    (
+        "remove a label",
+        [
+            "-plaintext",
+            "-d",
+            '{"name": "scratch", "label": "stable"}',
+            TARGET,
+            f"{SERVICE}/SetModelLabel",
+        ],
+    ),
+    (
+        "delete every version of a model",
+        ["-plaintext", "-d", '{"model": {"name": "scratch"}}', TARGET, f"{SERVICE}/DeleteModel"],
     ),
     (
         "error: unknown movie",
@@ -296,6 +342,29 @@ def test_train_streams_progress_then_the_model(server: ServerProcess, client: me
     assert model["training"]["epochs"] == 3
     assert model["metrics"]["loss"] == progress[-1]["loss"]
     assert_model_info(model, client.get_model(me.ModelRef("grpcurlmodel", version)))
+
+
+def test_label_query_by_label_and_delete_versions(server: ServerProcess, client: me.Client) -> None:
+    for seed in (1, 2):  # the commands' model, versions 1 and 2
+        list(client.train("scratch", num_watchers=100, epochs=1, seed=seed))
+    assert one(server, "label a model version") == {"labels": {"stable": "2"}}
+    got = one(server, "query the version a label names")
+    assert got["model"] == {"name": "scratch", "version": "2"}
+    np.testing.assert_array_equal(f32(got["vector"]), client.movie_vector(3, model="scratch"))
+    assert client.get_model("scratch").labels == ("stable",)
+
+    (deleted,) = one(server, "delete a model version")["models"]
+    assert deleted["ref"] == {"name": "scratch", "version": "1"}
+    assert [m.version for m in client.list_models("scratch")] == [2]
+    refused = grpcurl(server, "delete every version of a model")  # v2 is labelled
+    assert refused.returncode == 64 + 9, refused.stderr
+    assert "Code: FailedPrecondition" in refused.stderr
+    assert "version 2 is labelled stable" in refused.stderr
+
+    assert one(server, "remove a label") == {}
+    (deleted,) = one(server, "delete every version of a model")["models"]
+    assert deleted["ref"] == {"name": "scratch", "version": "2"}
+    assert client.list_models("scratch") == []
 
 
 @pytest.mark.parametrize(

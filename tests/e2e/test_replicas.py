@@ -201,3 +201,70 @@ def test_replicas_starting_on_one_empty_store_train_the_default_model_once(
     finally:
         codes = [proc.stop() for proc in started]
     assert codes == [0] * len(started)
+
+
+def test_delete_and_labels_reach_both_replicas_with_no_failed_call(
+    replicas: list[ServerProcess],
+) -> None:
+    a, b = replicas
+    stable = me.ModelRef("rollback", label="stable")
+    with me.Client(a.target) as on_a, me.Client(b.target) as on_b:
+        for seed in (1, 2, 3):
+            list(on_a.train("rollback", num_watchers=100, epochs=1, seed=seed))
+
+        def agree(what: str, read, expected) -> None:  # type: ignore[no-untyped-def]
+            def same() -> bool:
+                try:
+                    return bool(read(on_a) == read(on_b) == expected)
+                except me.NotFound:  # the label, say, not read by one of them yet
+                    return False
+
+            wait_until(same, POLL_SECONDS * 2 + 10, f"both replicas: {what}")
+
+        versions = lambda c: [m.version for m in c.list_models("rollback")]  # noqa: E731
+        agree("versions 1-3", versions, [1, 2, 3])
+        on_a.set_model_label("rollback", "stable", 2)
+        agree("stable is v2", lambda c: c.get_model(stable).version, 2)
+        assert on_b.get_model(stable).version == 2
+
+        stop, failures, answered, calls = threading.Event(), [], set(), [0]
+
+        def query() -> None:  # by the label and by "newest", through both replicas
+            with me.Client(_both(replicas)) as client:
+                while not stop.is_set():
+                    try:
+                        answered.add(("stable", client.get_model(stable).version))
+                        client.nearest_movies(2, k=3, model=stable)
+                        answered.add(("newest", client.get_model("rollback").version))
+                        calls[0] += 3
+                    except me.MovieEmbeddingsError as exc:
+                        failures.append(exc)
+
+        callers = [threading.Thread(target=query) for _ in range(3)]
+        for t in callers:
+            t.start()
+        try:
+            assert on_b.set_model_label("rollback", "stable", 1) == {"stable": 1}  # roll back
+            agree("stable is v1", lambda c: c.get_model(stable).version, 1)
+            assert [m.version for m in on_a.delete_model("rollback", 3)] == [3]
+            agree("v3 deleted", versions, [1, 2])
+            with pytest.raises(me.FailedPrecondition, match="version 1 is labelled stable"):
+                on_b.delete_model("rollback", 1)
+            with pytest.raises(me.FailedPrecondition):
+                on_b.delete_model("rollback")  # every version: v1 is labelled, none goes
+        finally:
+            stop.set()
+            for t in callers:
+                t.join(60)
+        for client in (on_a, on_b):
+            listed = client.list_models("rollback")
+            assert [(m.version, m.labels) for m in listed] == [(1, ("stable",)), (2, ())]
+            assert client.get_model(stable).version == 1
+    assert failures == []
+    assert {("stable", 1), ("stable", 2), ("newest", 2)} <= answered
+    assert sorted(p.name for p in (a.data_dir / "rollback").iterdir() if p.name.isdigit()) == [
+        "1",
+        "2",
+    ]
+    assert "stopped serving rollback v3: deleted from the store" in b.log_text()
+    print(f"\nlabel moved and a version deleted under {calls[0]} calls, 0 failed")

@@ -453,3 +453,26 @@ def test_leaving_an_async_train_early_cancels_it(server: ServerProcess) -> None:
 
     names = asyncio.run(first_epoch_then_leave())
     assert after in names and left not in names
+
+
+def test_label_a_version_query_it_by_label_and_delete_versions(client: Any) -> None:
+    name = f"sdklabel-{uuid.uuid4().hex[:8]}"  # new to the shared server
+    for seed in (1, 2):
+        list(client.train(name, num_watchers=100, epochs=1, seed=seed))
+    assert client.set_model_label(name, "stable", 1) == {"stable": 1}
+    stable = me.ModelRef(name, label="stable")
+    assert client.get_model(stable).version == 1
+    assert client.get_model(stable).labels == ("stable",)
+    np.testing.assert_array_equal(
+        client.movie_vector(3, model=stable), client.movie_vector(3, model=me.ModelRef(name, 1))
+    )
+    with pytest.raises(me.InvalidArgument) as exc:
+        client.get_model(me.ModelRef(name, 2, "stable"))
+    assert [field for field, _ in exc.value.field_violations] == ["model.label"]
+    with pytest.raises(me.FailedPrecondition, match="labelled stable"):
+        client.delete_model(name)
+    assert [m.version for m in client.delete_model(name, 2)] == [2]
+    assert client.set_model_label(name, "stable", 0) == {}
+    assert [m.version for m in client.delete_model(me.ModelRef(name, 1))] == [1]
+    with pytest.raises(me.NotFound):
+        client.get_model(name)

@@ -43,10 +43,17 @@ def test_a_string_names_the_newest_version() -> None:
     assert convert.from_model_ref(ref) == ModelRef("my-model", 0)
 
 
-@pytest.mark.parametrize("value", [ModelRef(), ModelRef("a", 1), ModelRef("x_y-2", 2**40)])
+@pytest.mark.parametrize(
+    "value",
+    [ModelRef(), ModelRef("a", 1), ModelRef("x_y-2", 2**40), ModelRef("m", label="stable")],
+)
 def test_model_ref_round_trip(value: ModelRef) -> None:
     message = convert.model_ref(value)
-    assert (message.name, message.version) == (value.name, value.version)
+    assert (message.name, message.version, message.label) == (
+        value.name,
+        value.version,
+        value.label,
+    )
     assert convert.from_model_ref(message) == value
     wire = pb.ModelRef.FromString(message.SerializeToString())
     assert convert.from_model_ref(wire) == value
@@ -114,6 +121,24 @@ def test_model_info_default_preset_and_unknown_state() -> None:
     info = convert.model_info(message)
     assert info.training.preset == "default"
     assert info.state == "unspecified"
+
+
+def test_model_info_labels() -> None:
+    assert convert.model_info(_info()).labels == ()
+    message = _info()
+    message.labels.extend(["canary", "stable"])
+    assert convert.model_info(message).labels == ("canary", "stable")
+
+
+def test_delete_and_label_requests() -> None:
+    assert _calls.delete_model("m", 0).request == pb.DeleteModelRequest(model=pb.ModelRef(name="m"))
+    one = _calls.delete_model(ModelRef("m", 3), 0).request
+    assert one == _calls.delete_model("m", 3).request
+    assert one.model == pb.ModelRef(name="m", version=3)
+    call = _calls.set_model_label("m", "stable", 2)
+    assert call.request == pb.SetModelLabelRequest(name="m", label="stable", version=2)
+    reply = pb.SetModelLabelResponse(labels={"stable": 2, "canary": 1})
+    assert call.read(reply) == {"canary": 1, "stable": 2}
 
 
 def test_model_info_is_frozen() -> None:

@@ -221,12 +221,16 @@ def test_a_stop_set_from_another_thread_lands_within_one_tensorflow_call(
         # Read just after set: the steps run since are at most those run since the set.
         steps_when_set.append(int(stop.model.optimizer.iterations.numpy()))
 
+    timers: list[threading.Timer] = []
+
     def on_epoch(epoch: training.Epoch) -> None:
         if epoch.epoch == 2:
-            threading.Timer(0.05, set_stop).start()  # from elsewhere, mid-epoch
+            timers.append(threading.Timer(0.05, set_stop))  # from elsewhere, mid-epoch
+            timers[0].start()
 
     with pytest.raises(Cancelled):
         training.train(tiny_data, spec, seed=1, on_epoch=on_epoch, stop=stop)
+    timers[0].join(timeout=30)  # the training may end before set_stop has read the count
     ran = int(stop.model.optimizer.iterations.numpy())
     assert 2 * 200 <= steps_when_set[0] <= ran
     assert ran - steps_when_set[0] <= 32, (steps_when_set, ran)

@@ -47,13 +47,21 @@ def test_cosine_scores_equal_brute_force(seed: int) -> None:
     assert got.shape == (len(m),)
 
 
-def test_cosine_ignores_the_query_length() -> None:
+@pytest.mark.parametrize("scale", [7.5, 1e-3])
+def test_cosine_ignores_the_query_length(scale: float) -> None:
     m = _matrix()
     unit = search.unit_rows(m)
     q = _matrix(seed=9, rows=1)[0]
     np.testing.assert_allclose(
-        search.scores(m, unit, q, "cosine"), search.scores(m, unit, 7.5 * q, "cosine"), atol=1e-6
+        search.scores(m, unit, q, "cosine"), search.scores(m, unit, scale * q, "cosine"), atol=1e-6
     )
+
+
+def test_cosine_with_a_zero_query_is_zero_in_the_matrix_dtype() -> None:
+    m = _matrix()
+    got = search.scores(m, search.unit_rows(m), np.zeros(m.shape[1], np.float32), "cosine")
+    np.testing.assert_array_equal(got, np.zeros(len(m)))
+    assert got.dtype == search.scores(m, search.unit_rows(m), m[0], "cosine").dtype == m.dtype
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -158,6 +166,15 @@ def test_top_k_of_a_large_array_is_exact(seed: int, k: int) -> None:
     assert search.top_k(scores, k, excluded).tolist() == _brute_order(scores, k, excluded).tolist()
 
 
+@pytest.mark.parametrize("n", [200, 1000, search.SMALL, search.SMALL + 1])
+@pytest.mark.parametrize("k", [1, 3])
+def test_top_k_around_the_sampled_path_is_exact(n: int, k: int) -> None:
+    # A small k against a few hundred rows and either side of SMALL: the cut-over points.
+    scores = np.random.default_rng(n + k).integers(0, 50, n).astype(np.float32)
+    excluded = np.array([int(np.argmax(scores))])
+    assert search.top_k(scores, k, excluded).tolist() == _brute_order(scores, k, excluded).tolist()
+
+
 def test_top_k_of_a_large_constant_array_falls_back_to_ranking_all() -> None:
     scores = np.zeros(10_000)
     assert search.top_k(scores, 5, np.array([0, 2])).tolist() == [1, 3, 4, 5, 6]
@@ -166,7 +183,7 @@ def test_top_k_of_a_large_constant_array_falls_back_to_ranking_all() -> None:
 @pytest.mark.parametrize("movies", [80, search.SMALL + 100])
 def test_top_k_rows_equals_top_k_of_each_row(movies: int) -> None:
     rng = np.random.default_rng(3)
-    scores = rng.random((12, movies)).astype(np.float32)
+    scores = rng.integers(0, 4, (12, movies)).astype(np.float32)  # many ties: lower index first
     excluded = rng.random((12, movies)) < 0.5
     excluded[0] = True  # nothing left to recommend
     excluded[1] = np.arange(movies) >= 3  # fewer candidates than k: 0, 1, 2

@@ -313,3 +313,172 @@ def test_store_creates_its_root(tmp_path: Path) -> None:
     root = tmp_path / "a" / "b"
     Store(root)
     assert root.is_dir()
+
+
+def _versions(s: Store, name: str = "default") -> list[int]:
+    return [m.version for m in s.list(name)]
+
+
+def _on_disk(root: Path, name: str = "default") -> list[int]:
+    return versions.version_numbers(root / name)
+
+
+def test_delete_one_version_from_disk_and_memory_its_number_never_reused(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    for i in range(3):
+        _save(s, seed=i)
+    held = s.resolve("default", 2)
+    assert [m.version for m in s.delete("default", 2)] == [2]
+    assert _versions(s) == _on_disk(tmp_path) == [1, 3]
+    with pytest.raises(errors.NotFound, match="no version 2"):
+        s.resolve("default", 2)
+    np.testing.assert_array_equal(held.embedding, _weights(1)["embedding"])  # still usable
+    assert _save(s, seed=4).version == 4
+    with pytest.raises(errors.NotFound):
+        s.delete("default", 2)
+
+
+def test_delete_version_zero_deletes_every_version_of_the_name(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    for i in range(2):
+        _save(s, seed=i)
+    _save(s, "other")
+    assert [(m.name, m.version) for m in s.delete("default", 0)] == [("default", 1), ("default", 2)]
+    assert [(m.name, m.version) for m in s.list()] == [("other", 1)]
+    assert _on_disk(tmp_path) == []
+    with pytest.raises(errors.NotFound, match="'default' not found"):
+        s.delete("default", 0)
+    assert _save(s).version == 3
+
+
+def test_a_label_resolves_to_its_version(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    for i in range(3):
+        _save(s, seed=i)
+    assert s.set_label("default", "stable", 2) == {"stable": 2}
+    assert s.resolve("default", 0, label="stable").version == 2
+    assert s.resolve("default", 2, label="stable").version == 2  # both, agreeing
+    with pytest.raises(errors.InvalidArgument, match="names version 2") as exc:
+        s.resolve("default", 3, label="stable")
+    assert exc.value.field == "model.label"
+    with pytest.raises(errors.NotFound, match="no label 'canary'"):
+        s.resolve("default", 0, label="canary")
+    assert s.labels_of(s.resolve("default", 2)) == ["stable"]
+    assert s.set_label("default", "stable", 3) == {"stable": 3}  # moved
+    assert s.resolve("default", 0, label="stable").version == 3
+    assert s.set_label("default", "stable", 0) == {}  # removed
+    assert s.set_label("default", "stable", 0) == {}  # removing again: nothing happens
+    assert json.loads((tmp_path / "default" / store.LABELS).read_text()) == {}
+
+
+@pytest.mark.parametrize("label", ["", "1", "Stable", "-x", "a b", "x" * 65])
+def test_malformed_labels_are_refused(tmp_path: Path, label: str) -> None:
+    s = Store(tmp_path)
+    _save(s)
+    with pytest.raises(errors.InvalidArgument) as exc:
+        s.set_label("default", label, 1)
+    assert exc.value.field == "label"
+    if label:
+        with pytest.raises(errors.InvalidArgument) as exc:
+            s.resolve("default", 0, label=label)
+        assert exc.value.field == "model.label"
+
+
+def test_labelling_a_missing_version_or_model_is_not_found(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    _save(s)
+    with pytest.raises(errors.NotFound, match=r"no version 5 \(has \[1\]\)"):
+        s.set_label("default", "stable", 5)
+    with pytest.raises(errors.NotFound, match="'nope' not found"):
+        s.set_label("nope", "stable", 1)
+    with pytest.raises(errors.InvalidArgument) as exc:
+        s.set_label("default", "stable", -1)
+    assert exc.value.field == "version"
+
+
+def test_a_labelled_version_cannot_be_deleted_until_unlabelled(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    for i in range(3):
+        _save(s, seed=i)
+    s.set_label("default", "stable", 1)
+    s.set_label("default", "canary", 1)
+    with pytest.raises(errors.FailedPrecondition, match="version 1 is labelled canary, stable"):
+        s.delete("default", 1)
+    with pytest.raises(errors.FailedPrecondition, match="version 1 is labelled"):
+        s.delete("default", 0, label="stable")
+    with pytest.raises(errors.FailedPrecondition):
+        s.delete("default", 0)  # every version: refused whole, nothing deleted
+    assert _versions(s) == _on_disk(tmp_path) == [1, 2, 3]
+    s.set_label("default", "stable", 0)
+    s.set_label("default", "canary", 0)
+    assert [m.version for m in s.delete("default", 1)] == [1]
+
+
+def test_another_process_sees_labels_and_drops_deleted_versions_at_its_poll(
+    tmp_path: Path,
+) -> None:
+    writer, reader = Store(tmp_path), Store(tmp_path)
+    for i in range(3):
+        _save(writer, seed=i)
+    assert reader.load_new() == 3
+    held = reader.resolve("default", 1)
+    writer.set_label("default", "stable", 3)
+    writer.delete("default", 1)
+    assert _versions(reader) == [1, 2, 3]  # until its next poll
+    assert reader.load_new() == 0
+    assert _versions(reader) == [2, 3]
+    assert reader.resolve("default", 0, label="stable").version == 3
+    assert held.version == 1 and held.embedding.shape == (MOVIES, DIM)  # a call holding it
+    writer.delete("default", 2)
+    writer.set_label("default", "stable", 0)
+    writer.delete("default", 0)
+    reader.load_new()
+    assert reader.list() == [] and reader.is_empty()
+
+
+def test_a_label_written_by_another_process_blocks_a_delete_it_has_not_seen(
+    tmp_path: Path,
+) -> None:
+    mine, theirs = Store(tmp_path), Store(tmp_path)
+    _save(mine)
+    _save(mine)
+    theirs.load_new()
+    theirs.set_label("default", "stable", 2)  # `mine` has not polled since
+    with pytest.raises(errors.FailedPrecondition, match="labelled stable"):
+        mine.delete("default", 2)
+    assert _on_disk(tmp_path) == [1, 2]
+
+
+def test_keep_versions_keeps_the_newest_unlabelled_ones_after_each_commit(tmp_path: Path) -> None:
+    s = Store(tmp_path, keep_versions=2)
+    for i in range(3):
+        _save(s, seed=i)
+    assert _versions(s) == _on_disk(tmp_path) == [2, 3]
+    s.set_label("default", "stable", 2)
+    for i in range(3):
+        _save(s, seed=i)
+    assert _versions(s) == _on_disk(tmp_path) == [2, 5, 6]  # labelled 2 kept, not counted
+    _save(s, "other")
+    assert _versions(s, "other") == [1]
+
+
+def test_keep_versions_prunes_what_another_process_stored(tmp_path: Path) -> None:
+    writer = Store(tmp_path)
+    for i in range(4):
+        _save(writer, seed=i)
+    keeper = Store(tmp_path, keep_versions=1)
+    assert keeper.load_new() == 4
+    assert _versions(keeper) == _on_disk(tmp_path) == [4]
+
+
+def test_an_empty_store_says_why_until_a_version_is_loaded(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    with pytest.raises(errors.FailedPrecondition, match="train one first"):
+        s.resolve("default", 0)
+    s.not_ready = lambda: "the default model is being trained; ready in about 3 s"
+    with pytest.raises(errors.FailedPrecondition, match="ready in about 3 s"):
+        s.resolve("default", 0)
+    _save(s)
+    s.delete("default", 0)
+    with pytest.raises(errors.FailedPrecondition, match="train one first"):
+        s.resolve("default", 0)

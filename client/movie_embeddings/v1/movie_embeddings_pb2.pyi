@@ -130,19 +130,27 @@ class ModelRef(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name, matching [a-z0-9][a-z0-9_-]{0,63}. Empty = "default"."""
     version: _builtins.int
     """Version number, from 1. 0 = the newest ready version. Negative is invalid."""
+    label: _builtins.str
+    """A label of the model (SetModelLabel), e.g. "stable": the version it names
+    answers. Empty = none (`version` decides). Set with a non-zero `version`,
+    the two must agree (else INVALID_ARGUMENT). An unknown label is NOT_FOUND.
+    Bound: [a-z][a-z0-9_-]{0,63}.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         version: _builtins.int = ...,
+        label: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -499,6 +507,7 @@ class ModelInfo(_message.Message):
     NUM_HELDOUT_WATCHERS_FIELD_NUMBER: _builtins.int
     HAS_AGE_FIELD_NUMBER: _builtins.int
     HAS_EDUCATION_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     num_movies: _builtins.int
     """Number of movies in its catalogue. Synthetic data: movie ids are
     0..num_movies-1; a dataset: the dataset's own ids of the kept movies
@@ -571,6 +580,12 @@ class ModelInfo(_message.Message):
         dataset may since have been deleted); unset for synthetic data.
         """
 
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The labels of its model that name this version (SetModelLabel), sorted;
+        empty when none does. A labelled version cannot be deleted.
+        """
+
     def __init__(
         self,
         *,
@@ -591,10 +606,11 @@ class ModelInfo(_message.Message):
         num_heldout_watchers: _builtins.int = ...,
         has_age: _builtins.bool = ...,
         has_education: _builtins.bool = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "dataset_info", b"dataset_info", "ref", b"ref", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_mean", b"age_mean", "age_std", b"age_std", "create_time", b"create_time", "dataset", b"dataset", "dataset_info", b"dataset_info", "embedding_dim", b"embedding_dim", "has_age", b"has_age", "has_education", b"has_education", "history", b"history", "metrics", b"metrics", "num_heldout_watchers", b"num_heldout_watchers", "num_movies", b"num_movies", "num_train_watchers", b"num_train_watchers", "ref", b"ref", "state", b"state", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_mean", b"age_mean", "age_std", b"age_std", "create_time", b"create_time", "dataset", b"dataset", "dataset_info", b"dataset_info", "embedding_dim", b"embedding_dim", "has_age", b"has_age", "has_education", b"has_education", "history", b"history", "labels", b"labels", "metrics", b"metrics", "num_heldout_watchers", b"num_heldout_watchers", "num_movies", b"num_movies", "num_train_watchers", b"num_train_watchers", "ref", b"ref", "state", b"state", "synthetic", b"synthetic", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1849,3 +1865,133 @@ class Movie(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Movie: _TypeAlias = Movie  # noqa: Y015
+
+@_typing.final
+class DeleteModelRequest(_message.Message):
+    """Asks to delete a model version, or all of them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model(self) -> Global___ModelRef:
+        """The version; version 0 (with no label) = every version of the name. Its
+        name is required here (empty = "default", as everywhere). A label names
+        its version, which is labelled and so refused.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: Global___ModelRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelRequest: _TypeAlias = DeleteModelRequest  # noqa: Y015
+
+@_typing.final
+class DeleteModelResponse(_message.Message):
+    """What was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
+        """The versions deleted, as they were; sorted by version."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelResponse: _TypeAlias = DeleteModelResponse  # noqa: Y015
+
+@_typing.final
+class SetModelLabelRequest(_message.Message):
+    """Asks to point a label of a model at a version, or to remove it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Model name. Empty = "default". Bound: [a-z0-9][a-z0-9_-]{0,63}."""
+    label: _builtins.str
+    """The label, e.g. "stable" or "canary". Bound: [a-z][a-z0-9_-]{0,63} (a
+    letter first, so that it never reads as a version number).
+    """
+    version: _builtins.int
+    """The version the label names from now on (moved if it named another one).
+    0 = remove the label (nothing happens when it does not exist). Bound:
+    >= 0, and a stored version of the model (else NOT_FOUND).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        label: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelLabelRequest: _TypeAlias = SetModelLabelRequest  # noqa: Y015
+
+@_typing.final
+class SetModelLabelResponse(_message.Message):
+    """The model's labels after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Every label of the model and the version it names."""
+
+    def __init__(
+        self,
+        *,
+        labels: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelLabelResponse: _TypeAlias = SetModelLabelResponse  # noqa: Y015

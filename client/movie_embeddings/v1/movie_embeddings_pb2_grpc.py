@@ -31,7 +31,8 @@ class MovieEmbeddingServiceStub:
     Errors: malformed input -> INVALID_ARGUMENT (the message names the field and
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
-    model ready yet -> FAILED_PRECONDITION; training too large or too many at
+    model ready yet (the message says when the first one will be), or deleting a
+    labelled version -> FAILED_PRECONDITION; training too large or too many at
     once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
     wrong token where the server asks for one -> UNAUTHENTICATED.
     """
@@ -102,6 +103,16 @@ class MovieEmbeddingServiceStub:
                 request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesRequest.SerializeToString,
                 response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesResponse.FromString,
                 _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/movie_embeddings.v1.MovieEmbeddingService/DeleteModel',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteModelResponse.FromString,
+                _registered_method=True)
+        self.SetModelLabel = channel.unary_unary(
+                '/movie_embeddings.v1.MovieEmbeddingService/SetModelLabel',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelResponse.FromString,
+                _registered_method=True)
 
 
 class MovieEmbeddingServiceServicer:
@@ -110,7 +121,8 @@ class MovieEmbeddingServiceServicer:
     Errors: malformed input -> INVALID_ARGUMENT (the message names the field and
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
-    model ready yet -> FAILED_PRECONDITION; training too large or too many at
+    model ready yet (the message says when the first one will be), or deleting a
+    labelled version -> FAILED_PRECONDITION; training too large or too many at
     once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
     wrong token where the server asks for one -> UNAUTHENTICATED.
     """
@@ -208,6 +220,27 @@ class MovieEmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteModel(self, request, context):
+        """Deletes one model version, or every version of a name. A labelled version
+        is refused (FAILED_PRECONDITION) until its label is removed. Calls already
+        running on a deleted version finish on it; every replica sharing the store
+        stops serving it within its poll interval. Version numbers are never given
+        out again. Needs the token wherever Train does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelLabel(self, request, context):
+        """Points a label (e.g. "stable") of a model at one of its versions, or
+        removes it; queries naming the label (ModelRef.label) are then answered by
+        that version, on every replica within its poll interval. Needs the token
+        wherever Train does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MovieEmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +304,16 @@ def add_MovieEmbeddingServiceServicer_to_server(servicer, server):
                     request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesRequest.FromString,
                     response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesResponse.SerializeToString,
             ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteModelRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'SetModelLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelLabel,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'movie_embeddings.v1.MovieEmbeddingService', rpc_method_handlers)
@@ -285,7 +328,8 @@ class MovieEmbeddingService:
     Errors: malformed input -> INVALID_ARGUMENT (the message names the field and
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
-    model ready yet -> FAILED_PRECONDITION; training too large or too many at
+    model ready yet (the message says when the first one will be), or deleting a
+    labelled version -> FAILED_PRECONDITION; training too large or too many at
     once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
     wrong token where the server asks for one -> UNAUTHENTICATED.
     """
@@ -604,6 +648,60 @@ class MovieEmbeddingService:
             '/movie_embeddings.v1.MovieEmbeddingService/SearchMovies',
             movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesRequest.SerializeToString,
             movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SearchMoviesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/DeleteModel',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteModelRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/SetModelLabel',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelResponse.FromString,
             options,
             channel_credentials,
             insecure,

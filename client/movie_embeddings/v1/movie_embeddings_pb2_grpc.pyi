@@ -34,7 +34,8 @@ class MovieEmbeddingServiceStub:
     Errors: malformed input -> INVALID_ARGUMENT (the message names the field and
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
-    model ready yet -> FAILED_PRECONDITION; training too large or too many at
+    model ready yet (the message says when the first one will be), or deleting a
+    labelled version -> FAILED_PRECONDITION; training too large or too many at
     once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
     wrong token where the server asks for one -> UNAUTHENTICATED.
     """
@@ -80,6 +81,19 @@ class MovieEmbeddingServiceStub:
     """Finds movies of a model's catalogue by title: case- and accent-insensitive,
     every word of the query must appear in the title; most-liked first.
     """
+    DeleteModel: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.DeleteModelRequest, _movie_embeddings_pb2.DeleteModelResponse]
+    """Deletes one model version, or every version of a name. A labelled version
+    is refused (FAILED_PRECONDITION) until its label is removed. Calls already
+    running on a deleted version finish on it; every replica sharing the store
+    stops serving it within its poll interval. Version numbers are never given
+    out again. Needs the token wherever Train does.
+    """
+    SetModelLabel: _grpc.UnaryUnaryMultiCallable[_movie_embeddings_pb2.SetModelLabelRequest, _movie_embeddings_pb2.SetModelLabelResponse]
+    """Points a label (e.g. "stable") of a model at one of its versions, or
+    removes it; queries naming the label (ModelRef.label) are then answered by
+    that version, on every replica within its poll interval. Needs the token
+    wherever Train does.
+    """
 
 @_typing.type_check_only
 class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
@@ -88,7 +102,8 @@ class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
     Errors: malformed input -> INVALID_ARGUMENT (the message names the field and
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
-    model ready yet -> FAILED_PRECONDITION; training too large or too many at
+    model ready yet (the message says when the first one will be), or deleting a
+    labelled version -> FAILED_PRECONDITION; training too large or too many at
     once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
     wrong token where the server asks for one -> UNAUTHENTICATED.
     """
@@ -131,6 +146,19 @@ class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
     """Finds movies of a model's catalogue by title: case- and accent-insensitive,
     every word of the query must appear in the title; most-liked first.
     """
+    DeleteModel: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.DeleteModelRequest, _movie_embeddings_pb2.DeleteModelResponse]  # type: ignore[assignment]
+    """Deletes one model version, or every version of a name. A labelled version
+    is refused (FAILED_PRECONDITION) until its label is removed. Calls already
+    running on a deleted version finish on it; every replica sharing the store
+    stops serving it within its poll interval. Version numbers are never given
+    out again. Needs the token wherever Train does.
+    """
+    SetModelLabel: _aio.UnaryUnaryMultiCallable[_movie_embeddings_pb2.SetModelLabelRequest, _movie_embeddings_pb2.SetModelLabelResponse]  # type: ignore[assignment]
+    """Points a label (e.g. "stable") of a model at one of its versions, or
+    removes it; queries naming the label (ModelRef.label) are then answered by
+    that version, on every replica within its poll interval. Needs the token
+    wherever Train does.
+    """
 
 class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trains models and answers queries on the movie vectors they learned.
@@ -138,7 +166,8 @@ class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors: malformed input -> INVALID_ARGUMENT (the message names the field and
     the bound, with google.rpc.BadRequest field violations in the details);
     unknown model, version or a movie id beyond the catalogue -> NOT_FOUND; no
-    model ready yet -> FAILED_PRECONDITION; training too large or too many at
+    model ready yet (the message says when the first one will be), or deleting a
+    labelled version -> FAILED_PRECONDITION; training too large or too many at
     once, or a dataset past the server's caps -> RESOURCE_EXHAUSTED; a missing or
     wrong token where the server asks for one -> UNAUTHENTICATED.
     """
@@ -250,6 +279,31 @@ class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_movie_embeddings_pb2.SearchMoviesResponse, _abc.Awaitable[_movie_embeddings_pb2.SearchMoviesResponse]]:
         """Finds movies of a model's catalogue by title: case- and accent-insensitive,
         every word of the query must appear in the title; most-liked first.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteModel(
+        self,
+        request: _movie_embeddings_pb2.DeleteModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_movie_embeddings_pb2.DeleteModelResponse, _abc.Awaitable[_movie_embeddings_pb2.DeleteModelResponse]]:
+        """Deletes one model version, or every version of a name. A labelled version
+        is refused (FAILED_PRECONDITION) until its label is removed. Calls already
+        running on a deleted version finish on it; every replica sharing the store
+        stops serving it within its poll interval. Version numbers are never given
+        out again. Needs the token wherever Train does.
+        """
+
+    @_abc_1.abstractmethod
+    def SetModelLabel(
+        self,
+        request: _movie_embeddings_pb2.SetModelLabelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_movie_embeddings_pb2.SetModelLabelResponse, _abc.Awaitable[_movie_embeddings_pb2.SetModelLabelResponse]]:
+        """Points a label (e.g. "stable") of a model at one of its versions, or
+        removes it; queries naming the label (ModelRef.label) are then answered by
+        that version, on every replica within its poll interval. Needs the token
+        wherever Train does.
         """
 
 def add_MovieEmbeddingServiceServicer_to_server(servicer: MovieEmbeddingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

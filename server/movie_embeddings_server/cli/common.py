@@ -138,7 +138,7 @@ def client_command(
     sub: Any, name: str, handler: Handler, *, model: bool = False, **kwargs: Any
 ) -> argparse.ArgumentParser:
     """A subcommand that calls the server through `handler(client, args)`; with the model
-    options (--model, --version) when `model`."""
+    options (--model, --version, --label) when `model`."""
     parser: argparse.ArgumentParser = sub.add_parser(name, parents=[CONNECTION], **kwargs)
     parser.set_defaults(handler=handler, connect=True)
     if model:
@@ -149,6 +149,12 @@ def client_command(
             default=0,
             help="model version; 0 = newest (default: %(default)s)",
         )
+        parser.add_argument(
+            "--label",
+            default="",
+            help="the version this label of the model names, e.g. stable (see `models label`; "
+            "default: none, --version decides)",
+        )
     return parser
 
 
@@ -158,7 +164,7 @@ def dest(flag: str) -> str:
 
 
 def model_ref(args: argparse.Namespace) -> me.ModelRef:
-    return me.ModelRef(args.model, args.version)
+    return me.ModelRef(args.model, args.version, args.label)
 
 
 def _read(value: str | None) -> bytes | None:

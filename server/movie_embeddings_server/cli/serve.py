@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         poll_seconds=args.poll_seconds,
         server_id=args.server_id,
+        keep_versions=args.keep_versions,
     )
     try:
         serve(settings)
@@ -99,7 +100,8 @@ def _network_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--auth-token",
         default=os.environ.get(TOKEN_ENV),
-        help="require 'authorization: Bearer TOKEN' on Train, ImportDataset and DeleteDataset "
+        help="require 'authorization: Bearer TOKEN' on the calls that write to the store: "
+        "Train, ImportDataset, DeleteDataset, DeleteModel and SetModelLabel "
         f"(default: ${TOKEN_ENV}; prefer the variable: a flag shows in the process list)",
     )
     serve.add_argument(
@@ -186,11 +188,21 @@ def add_commands(sub: Any) -> None:
         help="time in-flight calls get to finish on SIGTERM/SIGINT (default: %(default)s)",
     )
     serve.add_argument(
+        "--keep-versions",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="keep the newest N unlabelled versions of each model and delete older ones from "
+        "the store as new ones are stored (labelled versions are always kept; default: keep "
+        "every version)",
+    )
+    serve.add_argument(
         "--poll-seconds",
         type=positive_float,
         default=2.0,
-        help="how often to read --data-dir for versions other processes (replicas sharing "
-        "the store) wrote, and load them (default: %(default)s)",
+        help="how often to read --data-dir for the versions and labels other processes "
+        "(replicas sharing the store, a training Job) wrote or deleted, and follow them "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--access-log",

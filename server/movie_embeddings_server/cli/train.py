@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -194,13 +195,24 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def cmd_train(client: me.Client, args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def resolved_settings(info: me.ModelInfo, given: dict[str, Any]) -> str:
+    """Every setting the version was trained with, as the server resolved them: those the
+    command line gave, and those the preset (or the server, a seed) filled in."""
+    data: Any = info.synthetic or info.dataset
+    values = {**asdict(info.training), **{f.name: getattr(data, f.name) for f in fields(data)}}
+    values.pop("dataset", None)  # named in the summary line
+    shown = {name: _shown(value) for name, value in values.items()}
+    filled = ", ".join(f"{k} {v}" for k, v in shown.items() if k not in {*given, "preset"})
+    passed = ", ".join(f"{k} {v}" for k, v in shown.items() if k in given)
+    return f"  given: {passed or 'nothing'}\n  filled in by preset {info.training.preset}: {filled}"
+
+
+def _report(events: Iterable[me.TrainProgress | me.ModelInfo], args: argparse.Namespace) -> int:
+    """Show the progress, then the new version (with every setting it was trained with)."""
     info: me.ModelInfo | None = None
     try:
-        # Ctrl-C: the channel closes as the command ends, which cancels the Train.
         with progress_display() as show:
-            for event in client.train(args.model, timeout=args.timeout, **settings):
+            for event in events:
                 if isinstance(event, me.TrainProgress):
                     show(event)
                 else:
@@ -215,7 +227,85 @@ def cmd_train(client: me.Client, args: argparse.Namespace) -> int:
         print_json(info)
     else:
         print(f"trained {describe(info)}")
+        print(resolved_settings(info, _settings(args)))
     return 0
+
+
+def cmd_train(client: me.Client, args: argparse.Namespace) -> int:
+    # Ctrl-C: the channel closes as the command ends, which cancels the Train.
+    return _report(client.train(args.model, timeout=args.timeout, **_settings(args)), args)
+
+
+def _specs(
+    settings: dict[str, Any], store: Path
+) -> tuple[config.SyntheticSpec | config.DatasetTrainingSpec, config.TrainSpec]:
+    """What a Train request with these settings resolves to on a server on `store`."""
+    from ..datasets import DatasetStore
+
+    training = {f.name for f in fields(config.TrainSpec)}
+    spec_of = {k: v for k, v in settings.items() if k in training}
+    given = {k: v for k, v in settings.items() if k not in training and k != "dataset"}
+    if (ref := settings.get("dataset")) is None:
+        synthetic = config.resolve_synthetic(given)
+        spec = config.resolve_training(spec_of)
+        config.check_split(synthetic, spec)
+        return synthetic, spec
+    source = config.resolve_dataset_training(given | {"dataset": asdict(ref)})
+    datasets = DatasetStore(store)
+    datasets.load_new()
+    info = datasets.resolve(source.dataset.name, source.dataset.version, "dataset.dataset")
+    source = replace(source, dataset=config.DatasetRef(info["name"], info["version"]))
+    return source, config.resolve_training(spec_of, source="dataset")
+
+
+def _trained_in_store(args: argparse.Namespace) -> Iterator[me.TrainProgress | me.ModelInfo]:
+    """The events of a training run here, in a trainer process as a server runs it, and
+    committed to the store as a server commits (the same lock and rename)."""
+    import grpc
+
+    from movie_embeddings import _convert as convert
+    from movie_embeddings.v1 import movie_embeddings_pb2 as pb
+
+    from ..errors import ServiceError
+    from ..inference import ServedModel
+    from ..rpc import status_of
+    from ..servicer import model_info
+    from ..store import Store, check_name
+    from ..trainer import Trainer
+
+    trainer = None
+    try:
+        name = check_name("model_name", args.model)
+        source, spec = _specs(_settings(args), args.store)
+        trainer = Trainer(Store(args.store))
+        for event in trainer.start(name, source, spec, wait=True):
+            if isinstance(event, ServedModel):
+                yield convert.model_info(model_info(event))
+            else:
+                yield convert.progress(pb.TrainProgress(**asdict(event)))
+    except ServiceError as exc:  # refused as a server would refuse the request
+        code = status_of(exc)
+        raise me.ERROR_FOR_CODE[code](str(exc), code) from exc
+    except RuntimeError as exc:  # the trainer process failed; its log is on stderr
+        raise me.ServerError(str(exc), grpc.StatusCode.INTERNAL) from exc
+    finally:
+        if trainer:
+            trainer.close()  # a cancelled (Ctrl-C) training is stopped, nothing stored
+
+
+def cmd_train_in_store(args: argparse.Namespace) -> int:
+    if not args.store.is_dir():
+        raise UsageError(f"train: --store {args.store}: no such directory")
+    return _report(_trained_in_store(args), args)
+
+
+class _InStore(argparse.Action):
+    """--store DIR: the training runs here, with no server to call."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        namespace.store = Path(values)
+        namespace.connect = False
+        namespace.handler = cmd_train_in_store
 
 
 def _data_options(train: argparse.ArgumentParser) -> None:
@@ -250,11 +340,23 @@ def add_commands(sub: Any) -> None:
         cmd_train,
         help="train a new model version, with a progress bar",
         description="Train a new version of a model on freshly generated synthetic data or on "
-        "an imported dataset (--dataset), with live progress, then print its metrics. "
-        "Options not given take the preset's values, which depend on the data.",
+        "an imported dataset (--dataset), with live progress, then print its metrics and every "
+        "setting it was trained with: those given, and those the preset filled in (read from "
+        "the stored version once trained). Options not given take the preset's values, which "
+        "depend on the data.",
     )
     train.add_argument(
         "--model", default="default", help="model name to add a version to (default: %(default)s)"
+    )
+    train.add_argument(
+        "--store",
+        action=_InStore,
+        metavar="DIR",
+        default=None,
+        help="train here, with no server, into the store at DIR (a server's --data-dir): the "
+        "version is committed as a server commits it, and the servers sharing DIR load it at "
+        "their next poll (e.g. a Kubernetes Job beside the replicas); the connection options "
+        "are then unused",
     )
     _data_options(train)
     settings = train.add_argument_group("training", "how to train; the preset fills the rest")
