@@ -151,6 +151,62 @@ GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
         ["-plaintext", "-d", '{"model": {"name": "scratch"}}', TARGET, f"{SERVICE}/DeleteModel"],
     ),
     (
+        "import a dataset (client stream, from a file)",
+        ["-plaintext", "-d", "@", TARGET, f"{SERVICE}/ImportDataset"],
+    ),
+    ("list datasets", ["-plaintext", "-d", '{"name": "tiny"}', TARGET, f"{SERVICE}/ListDatasets"]),
+    (
+        "train on a dataset",
+        [
+            "-plaintext",
+            "-d",
+            '{"modelName": "tinymodel", "dataset": {"dataset": {"name": "tiny"},'
+            ' "minLikesPerWatcher": 1, "seed": "1"}, "training": {"epochs": 2}}',
+            TARGET,
+            f"{SERVICE}/Train",
+        ],
+    ),
+    (
+        "search movies by title",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "tinymodel"}, "query": "miserables"}',
+            TARGET,
+            f"{SERVICE}/SearchMovies",
+        ],
+    ),
+    (
+        "nearest movies by a dataset's own id",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "tinymodel"}, "movieId": 40, "k": 2}',
+            TARGET,
+            f"{SERVICE}/NearestMovies",
+        ],
+    ),
+    (
+        "recommendations for liked movies",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "tinymodel"}, "watchers": [{"likedMovieIds": [10]}], "topK": 2}',
+            TARGET,
+            f"{SERVICE}/Reconstruct",
+        ],
+    ),
+    (
+        "delete a dataset",
+        [
+            "-plaintext",
+            "-d",
+            '{"dataset": {"name": "tiny"}}',
+            TARGET,
+            f"{SERVICE}/DeleteDataset",
+        ],
+    ),
+    (
         "error: unknown movie",
         ["-plaintext", "-d", '{"movieId": 999}', TARGET, f"{SERVICE}/GetMovieVector"],
     ),
@@ -172,17 +228,48 @@ GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
 ]
 COMMANDS = dict(GRPCURL_COMMANDS)
 assert len(COMMANDS) == len(GRPCURL_COMMANDS), "descriptions must be unique"
+# 12 watchers rate 4 movies of a catalogue with its own ids: the even ones like 10 and 20 (5
+# stars), the odd ones 30 and 40; each rates the other two 1 star. One JSON message a line.
+_LIKES = {w: (10, 20) if w % 2 == 0 else (30, 40) for w in range(1, 13)}
+IMPORT_JSON = "\n".join(
+    json.dumps(message, ensure_ascii=False)
+    for message in [
+        {"header": {"name": "tiny", "description": "typed by hand"}},
+        {
+            "movies": {
+                "movieIds": [10, 20, 30, 40],
+                "titles": [
+                    "Toy Story (1995)",
+                    "Babe (1995)",
+                    "Heat (1995)",
+                    "Misérables, Les (1995)",
+                ],
+                "genres": ["Animation|Children", "Children|Drama", "Action|Crime", "Drama|War"],
+            }
+        },
+        {
+            "ratings": {
+                "watcherIds": [w for w in _LIKES for _ in range(4)],
+                "movieIds": [10, 20, 30, 40] * len(_LIKES),
+                "ratings": [5 if m in _LIKES[w] else 1 for w in _LIKES for m in (10, 20, 30, 40)],
+            }
+        },
+    ]
+)
+STDIN = {"import a dataset (client stream, from a file)": ("import.json", IMPORT_JSON)}
 
 
 def grpcurl(server: ServerProcess, description: str) -> subprocess.CompletedProcess[str]:
     args = [server.target if a == TARGET else a for a in COMMANDS[description]]
     assert "-proto" not in args and "-import-path" not in args  # reflection only
+    given = STDIN.get(description)
     return subprocess.run(
         [grpcurl_path(), *args],
         capture_output=True,
         text=True,
         timeout=GRPCURL_TIMEOUT,
-        stdin=subprocess.DEVNULL,
+        input=given[1] if given else None,
+        stdin=None if given else subprocess.DEVNULL,
     )
 
 
@@ -367,6 +454,52 @@ def test_label_query_by_label_and_delete_versions(server: ServerProcess, client:
     assert client.list_models("scratch") == []
 
 
+def test_a_dataset_imported_trained_and_queried_by_its_own_ids(
+    server: ServerProcess, client: me.Client
+) -> None:
+    version = 1 + max((m.version for m in client.list_models("tinymodel")), default=0)
+    imported = one(server, "import a dataset (client stream, from a file)")["dataset"]
+    assert imported["ref"]["name"] == "tiny"
+    assert (imported["num_ratings"], imported["num_watchers"], imported["num_movies"]) == (
+        "48",
+        12,
+        4,
+    )
+    assert imported["num_titled_movies"] == 4 and imported["description"] == "typed by hand"
+    (listed,) = one(server, "list datasets")["datasets"]
+    assert listed == imported
+
+    stream = messages(ok(server, "train on a dataset"))
+    assert [list(m) for m in stream][-1] == ["model"] and len(stream) >= 3
+    model = stream[-1]["model"]
+    assert model["ref"] == {"name": "tinymodel", "version": str(version)}
+    assert model["dataset"]["dataset"]["name"] == "tiny"
+    assert model["dataset_info"] == imported
+    assert "synthetic" not in model
+
+    (found,) = one(server, "search movies by title")["movies"]
+    assert (movie_id(found), found["title"]) == (40, "Misérables, Les (1995)")
+    assert found["genres"] == ["Drama", "War"]
+
+    got = one(server, "nearest movies by a dataset's own id")["neighbors"]
+    expected = client.nearest_movies(40, k=2, model="tinymodel")
+    assert [(movie_id(n), n["title"]) for n in got] == [(n.movie_id, n.title) for n in expected]
+    assert {movie_id(n) for n in got} <= {10, 20, 30} and all(n["title"] for n in got)
+
+    (recon,) = one(server, "recommendations for liked movies")["reconstructions"]
+    # The model had no ages or educations: they are absent, whatever a request says.
+    expected_r = client.reconstruct([10], age_years=0, education=0, top_k=2, model="tinymodel")
+    assert [(movie_id(r), r["title"]) for r in recon["recommendations"]] == [
+        (r.movie_id, r.title) for r in expected_r.recommendations
+    ]
+    assert 10 not in [movie_id(r) for r in recon["recommendations"]]
+
+    (deleted,) = one(server, "delete a dataset")["datasets"]
+    assert deleted["ref"] == imported["ref"]
+    assert client.list_datasets("tiny") == []
+    assert len(client.nearest_movies(40, k=2, model="tinymodel")) == 2  # the model still answers
+
+
 @pytest.mark.parametrize(
     ("description", "exit_code", "code", "words"),
     [
@@ -398,4 +531,9 @@ def test_health_check_is_serving(server: ServerProcess, description: str) -> Non
 def test_the_readme_shows_exactly_these_commands() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     shown = [line for line in readme.splitlines() if line.startswith("grpcurl ")]
-    assert shown == ["grpcurl " + shlex.join(args) for _, args in GRPCURL_COMMANDS]
+    assert shown == [
+        "grpcurl " + shlex.join(args) + (f" < {STDIN[d][0]}" if d in STDIN else "")
+        for d, args in GRPCURL_COMMANDS
+    ]
+    # The file the import reads, as the README writes it.
+    assert f"cat > import.json <<'EOF'\n{IMPORT_JSON}\nEOF\n" in readme
