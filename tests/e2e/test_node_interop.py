@@ -55,7 +55,7 @@ def trained_ref(server: ServerProcess) -> dict[str, str]:
     """The version client.js's Train will add: the next one of TRAIN_MODEL on this server."""
     with me.Client(server.target) as sdk:
         newest = max((m.version for m in sdk.list_models(TRAIN_MODEL)), default=0)
-    return {"name": TRAIN_MODEL, "version": str(newest + 1)}
+    return {"name": TRAIN_MODEL, "version": str(newest + 1), "label": ""}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def f32(values: list[float]) -> np.ndarray:
 
 def ref(info: me.ModelInfo) -> dict[str, str]:
     """A ModelRef as proto-loader gives it: the int64 version as a string."""
-    return {"name": info.name, "version": str(info.version)}
+    return {"name": info.name, "version": str(info.version), "label": ""}
 
 
 def assert_model_info(got: dict[str, Any], info: me.ModelInfo) -> None:
@@ -147,7 +147,7 @@ def test_reconstruct(node: dict[str, Any], client: me.Client) -> None:
 def test_list_models(node: dict[str, Any], client: me.Client, trained_ref: dict[str, str]) -> None:
     got = node["listModels"]["models"]  # listed after the training
     refs = [m["ref"] for m in got]
-    assert {"name": "default", "version": str(client.get_model().version)} in refs
+    assert ref(client.get_model()) in refs
     assert trained_ref in refs
     # In the server's order, each as the SDK describes it; versions trained since (by
     # client.js or by other tests on the shared server) are not in its list.
@@ -197,3 +197,52 @@ def test_unknown_movie_is_not_found(node: dict[str, Any], client: me.Client) -> 
     assert "movie 999 is not in model default" in got["details"]
     assert got["details"].startswith("movie_id: ")
     assert client.movie_vector(0).shape == (5,)  # the server shrugs it off
+
+
+DATASET, DATASET_MODEL = "nodedata", "nodedatamodel"  # what client.js imports and trains
+
+
+def test_import_dataset_by_client_streaming(node: dict[str, Any]) -> None:
+    info = node["importDataset"]["dataset"]
+    assert info["ref"]["name"] == DATASET
+    assert (info["numRatings"], info["numWatchers"], info["numMovies"]) == ("480", 40, 12)
+    assert info["numTitledMovies"] == 12 and info["description"] == "made by client.js"
+    assert (info["minRating"], info["maxRating"]) == (1, 5)
+    (listed,) = node["listDatasets"]["datasets"]
+    assert listed == info == node["getDataset"]["dataset"]
+
+
+def test_train_on_a_dataset_then_query_by_its_own_ids(
+    node: dict[str, Any], client: me.Client
+) -> None:
+    stream = node["trainDataset"]
+    assert [m["event"] for m in stream][-1] == "model"
+    assert {m["event"] for m in stream[:-1]} == {"progress"}
+    model = stream[-1]["model"]
+    assert model["ref"]["name"] == DATASET_MODEL
+    assert model["dataset"]["dataset"]["name"] == DATASET
+    assert model["datasetInfo"] == node["importDataset"]["dataset"]
+    assert model["synthetic"] is None  # unset for a model of a dataset
+    info = client.get_model(me.ModelRef(DATASET_MODEL, int(model["ref"]["version"])))
+    assert model["numMovies"] == info.num_movies == 12
+
+    (found,) = node["searchMovies"]["movies"]
+    assert (found["movieId"], found["title"]) == (10, "Misérables, Les (1995)")
+    assert found["genres"] == ["Drama", "War"]
+
+    got = node["datasetNearest"]["neighbors"]
+    expected = client.nearest_movies(10, k=3, model=info.ref)
+    assert [(n["movieId"], n["title"]) for n in got] == [(n.movie_id, n.title) for n in expected]
+    assert {n["movieId"] for n in got} <= {20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120}
+
+
+def test_a_bad_import_row_is_refused_by_field_and_the_dataset_deleted(
+    node: dict[str, Any], client: me.Client
+) -> None:
+    bad = node["badImport"]
+    assert bad["codeName"] == "INVALID_ARGUMENT", bad
+    assert bad["details"].startswith("chunks[1].ratings.movie_ids[1]: "), bad
+    assert client.list_datasets("nodebad") == []
+    (deleted,) = node["deleteDataset"]["datasets"]
+    assert deleted["ref"] == node["importDataset"]["dataset"]["ref"]
+    assert client.list_datasets(DATASET) == []
