@@ -150,6 +150,9 @@ def _features(client: me.Client, args: argparse.Namespace) -> tuple[float, int]:
     return args.age or 0.0, args.education or 0  # ignored by the model
 
 
+SHOWN_PROBABILITIES = 100  # more are left to --json when there are recommendations to show
+
+
 def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
     liked, ratings = args.liked or (), None
     if args.ratings_file:
@@ -166,7 +169,10 @@ def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
     if args.json:
         print_json(result)
         return
-    print("probabilities: " + " ".join(f"{p:.3f}" for p in result.probabilities))
+    if len(result.probabilities) <= SHOWN_PROBABILITIES or not result.recommendations:
+        print("probabilities: " + " ".join(f"{p:.3f}" for p in result.probabilities))
+    else:  # a real catalogue's thousands of values: --json has them all
+        print(f"probabilities of {len(result.probabilities)} movies: see --json")
     if result.recommendations:
         print(f"{'movie_id':>8}  probability")
         for r in result.recommendations:
@@ -243,7 +249,8 @@ def _reconstruct_command(sub: Any) -> None:
         model=True,
         help="run the model on one watcher",
         description="Print the like-probability of every movie for one watcher (in catalogue "
-        "order), and the --top-k most probable movies it has not liked.",
+        "order; with --top-k on a catalogue of over 100 movies only with --json), and the "
+        "--top-k most probable movies it has not liked.",
     )
     source = rec.add_mutually_exclusive_group()
     source.add_argument(
