@@ -73,7 +73,18 @@ class DatasetRpcs:
             builder = _build(request_iterator, self.max_dataset_ratings)
         except grpc.RpcError as exc:  # the caller went away or its deadline passed mid-stream
             raise Cancelled("the import stream broke off: nothing was stored") from exc
-        return pb.ImportDatasetResponse(dataset=dataset_info(self.datasets.save(builder.build())))
+        built = builder.build()
+        # A stream that broke off (a cancel, a deadline, a message over the size limit) can
+        # read as one that ended, and gRPC may tell of the break a moment later: only a call
+        # still alive once its version is stored keeps it.
+        broke_off = Cancelled("the import stream broke off: nothing was stored")
+        if not context.is_active():
+            raise broke_off
+        info = self.datasets.save(built)
+        if not context.is_active():
+            self.datasets.delete(info["name"], info["version"])
+            raise broke_off
+        return pb.ImportDatasetResponse(dataset=dataset_info(info))
 
     @handler
     def ListDatasets(

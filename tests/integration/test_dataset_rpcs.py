@@ -90,8 +90,14 @@ def _import(server: Server, *requests: pb.ImportDatasetRequest) -> pb.DatasetInf
 
 
 def _version_dirs(server: Server, name: str) -> list[str]:
+    """Versions and staging directories of a dataset (not the lock, nor the empty marker a
+    deleted version leaves so that its number is never used again)."""
     parent = server.data_dir / DATASETS_DIR / name
-    return sorted(p.name for p in parent.iterdir() if p.name != ".lock") if parent.exists() else []
+    if not parent.exists():
+        return []
+    return sorted(
+        p.name for p in parent.iterdir() if p.name != ".lock" and not p.name.startswith(".deleted")
+    )
 
 
 def test_import_through_a_stream_then_get_list_and_delete(server: Server) -> None:
@@ -202,6 +208,9 @@ def test_a_stream_broken_off_mid_way_stores_nothing(
     def requests() -> Iterator[pb.ImportDatasetRequest]:
         yield _header("broken")
         yield _ratings([1, 2], [1, 2], [3.0, 4.0])
+        # Mid-way for the server too: its handler has started and read the chunks (a call
+        # cancelled before its handler runs never reaches the servicer at all).
+        time.sleep(1.0)
         raise RuntimeError("the client gave up")
 
     with pytest.raises(grpc.RpcError):
