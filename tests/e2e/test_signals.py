@@ -7,6 +7,7 @@ MOVIE_EMBEDDINGS_SIGNAL_RUNS sets the bursts per phase (the issue's acceptance r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -14,13 +15,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from conftest import CLI, ServerProcess, child_pids, copy_store, start_server
 
 import movie_embeddings as me
+from movie_embeddings.v1 import movie_embeddings_pb2 as pb
+from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 RUNS = int(os.environ.get("MOVIE_EMBEDDINGS_SIGNAL_RUNS", "3"))
 GRACE = 2.0  # seconds, the servers' --grace-seconds
@@ -134,10 +138,45 @@ def _run_mid_train(tmp: Path, session: ServerProcess, rng: random.Random) -> Non
         server.stop()
 
 
+def _run_mid_import(tmp: Path, session: ServerProcess, rng: random.Random) -> None:
+    data = copy_store(session, tmp / "data")
+    server = start_server(data, tmp / "server.log", *GRACE_FLAG)
+    try:
+        trainers = child_pids(server.process.pid)
+        sent = threading.Event()
+
+        def chunks() -> Iterator[pb.ImportDatasetRequest]:
+            yield pb.ImportDatasetRequest(header=pb.DatasetHeader(name="cut"))
+            for i in range(100):  # bounded: the burst lands long before the end
+                ids = list(range(i * 100, i * 100 + 100))
+                yield pb.ImportDatasetRequest(
+                    ratings=pb.RatingChunk(watcher_ids=ids, movie_ids=ids, ratings=[4.0] * 100)
+                )
+                sent.set()
+                time.sleep(0.05)
+
+        def upload() -> None:
+            with grpc.insecure_channel(server.target) as channel:
+                stub = pb_grpc.MovieEmbeddingServiceStub(channel)
+                with contextlib.suppress(grpc.RpcError):  # cut short: CANCELLED, UNAVAILABLE
+                    stub.ImportDataset(chunks(), timeout=60)
+
+        thread = threading.Thread(target=upload, daemon=True)
+        thread.start()
+        assert sent.wait(timeout=30), server.log_text()
+        sig = _burst(server.process, rng)
+        _check_exit(server.process, sig, server.log, trainers)
+        thread.join(timeout=30)
+        assert _versions(data / "datasets", "cut") == []
+    finally:
+        server.stop()
+
+
 PHASES: dict[str, Callable[[Path, ServerProcess, random.Random], None]] = {
     "idle": _run_idle,
     "first-start-training": _run_first_start,
     "mid-train": _run_mid_train,
+    "mid-import": _run_mid_import,
 }
 
 
