@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import threadpoolctl
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -135,6 +136,10 @@ def _check_free(host: str, port: int) -> None:
 
 def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     """Load the store and bind the server (not started); NOT_SERVING until a model is ready."""
+    # One BLAS thread per call: a query's products are small, and OpenBLAS spreading each over
+    # both cores made one Reconstruct over 6,298 movies 25x slower (15 ms against 0.6 ms) on
+    # a busy machine; concurrent calls use the cores instead.
+    threadpoolctl.threadpool_limits(1, user_api="blas")
     store = Store(cfg.data_dir, cfg.keep_versions)
     loaded = store.load_new()
     log.info("loaded %d model version(s) from %s", loaded, cfg.data_dir)
