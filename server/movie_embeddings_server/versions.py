@@ -91,8 +91,13 @@ def discard(staged: Path) -> None:
 
 def remove_if_stale(staged: Path) -> None:
     """A staging directory left by a killed writer; a recent one may be another process's
-    work in progress (replicas can share a store), so it is left alone."""
-    if time.time() - staged.stat().st_mtime > STALE_STAGING_SECONDS:
+    work in progress (replicas can share a store), so it is left alone. One that vanishes
+    while we look was committed or discarded by its writer."""
+    try:
+        age = time.time() - staged.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_STAGING_SECONDS:
         log.info("removing %s, left by an unfinished write", staged)
         shutil.rmtree(staged, ignore_errors=True)
 

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from . import errors, quality, rows, training
+from . import errors, quality, ranking, rows, training
 from .catalogue import Catalogue
 from .config import DatasetTrainingSpec, SyntheticSpec, TrainSpec, resolve_dataset_training
 from .data import generate
@@ -111,9 +111,9 @@ def run_dataset(
     on_epoch: Callable[[training.Epoch], None],
     stop: training.StopSignal,
 ) -> Path:
-    """Load a stored dataset, fit on its training rows and stage a version whose catalogue is
-    the kept movies, with the held-out watchers beside it; raises Cancelled once `stop` is
-    set."""
+    """Load a stored dataset, fit on its training rows, measure it on the held-out watchers and
+    stage a version whose catalogue is the kept movies, with the held-out watchers beside it;
+    raises Cancelled once `stop` is set."""
     assert source.seed is not None
     dataset = datasets.load(source.dataset.name, source.dataset.version)
     prepared = rows.prepare(dataset, source)
@@ -133,6 +133,15 @@ def run_dataset(
         has_age=prepared.has_age,
         has_education=prepared.has_education,
     )
+    started = time.perf_counter()
+    served = ServedModel(name, 0, trained.weights, meta, catalogue)
+    metrics = meta["metrics"]
+    metrics.update(
+        ranking.evaluate(served, prepared.heldout, prepared.heldout_watchers, source.seed)
+    )
+    if trained.val_ndcg_at_100 is not None:
+        metrics["val_ndcg_at_100"] = trained.val_ndcg_at_100
+    metrics["evaluate_seconds"] = time.perf_counter() - started
     if stop.is_set():
         raise Cancelled("training was cancelled")
     staged = store.stage(name, trained.model, trained.weights, meta, catalogue=catalogue)

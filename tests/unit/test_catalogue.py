@@ -181,3 +181,75 @@ def test_recommendations_are_rows_mapped_to_ids() -> None:
     want = np.argsort(-np.where(np.arange(60) == 0, -np.inf, probabilities[0]), kind="stable")
     np.testing.assert_array_equal(chosen, want[:5])
     np.testing.assert_array_equal(model.catalogue.ids(chosen), ids[want[:5]])
+
+
+# --- what each refusal says, and the catalogue's own invariants ---------------------------
+
+
+def test_a_movie_listed_twice_is_refused() -> None:
+    with pytest.raises(ValueError) as refused:
+        Catalogue(np.array([4, 9, 4]))
+    assert str(refused.value) == "a catalogue lists each movie once"
+
+
+def test_not_found_says_which_movie_and_how_the_catalogue_numbers_them(
+    catalogue: Catalogue,
+) -> None:
+    own = "is not in this model (its catalogue holds 6 movies, by their dataset's ids)"
+    with pytest.raises(errors.NotFound) as missing:
+        catalogue.row("movie_id", 2)
+    assert str(missing.value) == f"movie_id: movie 2 {own}"
+    with pytest.raises(errors.NotFound) as missing:
+        catalogue.rows("movie_ids", np.array([1, 7]))
+    assert str(missing.value) == f"movie_ids: movie 7 {own}"
+    identity = Catalogue.identity(4)
+    with pytest.raises(errors.NotFound) as missing:
+        identity.row("movie_id", 4)
+    assert str(missing.value) == "movie_id: movie 4 is not in this model (movie ids are 0..3)"
+    with pytest.raises(errors.NotFound) as missing:
+        identity.rows("liked", np.array([1, 9, 5]))
+    assert str(missing.value) == "liked: movie 9 is not in this model (movie ids are 0..3)"
+    with pytest.raises(errors.InvalidArgument) as malformed:
+        identity.rows("liked", np.array([1, -4]))
+    assert malformed.value.description == "movie ids must be >= 0, got -4"
+
+
+def test_ids_in_any_order_map_to_their_rows() -> None:
+    c = Catalogue(np.array([30, 10, 20]))
+    np.testing.assert_array_equal(c.rows("ids", np.array([10, 20, 30, 10])), [1, 2, 0, 1])
+    assert c.row("id", 30) == 0
+    with pytest.raises(errors.NotFound):
+        c.rows("ids", np.array([15]))
+
+
+def test_no_ids_are_no_rows_fit_to_index_with() -> None:
+    for c in (Catalogue.identity(3), Catalogue(np.array([30, 10, 20]))):
+        rows = c.rows("exclude_movie_ids", [])  # type: ignore[arg-type]
+        assert rows.dtype == np.int64 and np.zeros(3)[rows].size == 0
+
+
+def test_ids_and_likes_are_int64_whatever_they_come_as() -> None:
+    c = Catalogue(np.array([7, 3], np.int32), num_likes=np.array([2, 5], np.int16))
+    assert (c.movie_ids.dtype, c.num_likes.dtype) == (np.int64, np.int64)
+    assert Catalogue(np.array([7, 3])).num_likes.dtype == np.int64
+    np.testing.assert_array_equal(Catalogue(np.array([7, 3])).num_likes, [0, 0])
+
+
+def test_a_catalogue_without_titles_keeps_none(tmp_path: Path) -> None:
+    Catalogue(np.array([8, 2, 5]), genres=np.array(["Drama", "", "War"])).save(tmp_path)
+    loaded = Catalogue.load(tmp_path, 3)
+    assert loaded.titles is None and loaded.title(1) == ""
+    assert [loaded.genre_list(r) for r in range(3)] == [["Drama"], [], ["War"]]
+
+
+def test_search_refusals_and_a_limit_of_zero(catalogue: Catalogue) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        catalogue.search("--", 5)
+    assert (exc.value.field, exc.value.description) == (
+        "query",
+        "must hold at least one letter or digit",
+    )
+    with pytest.raises(errors.InvalidArgument) as exc:
+        catalogue.search("toy", -1)
+    assert (exc.value.field, exc.value.description) == ("limit", "must be >= 0, got -1")
+    assert catalogue.search("toy", 0) == []

@@ -277,3 +277,137 @@ def test_dataset_training_bounds_name_the_field(field: str, bad, good) -> None:
     spec = config.resolve_dataset_training(given(good))
     owner = spec.dataset if field.startswith("dataset.") else spec
     assert getattr(owner, field.removeprefix("dataset.")) == good
+
+
+# --- what each refusal says ---------------------------------------------------------------
+
+SPLIT = config.SyntheticSpec(num_watchers=0, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "field", "description"),
+    [
+        (
+            lambda: config.resolve_synthetic({"num_movies": -3}),
+            "synthetic.num_movies",
+            "must be >= 0, got -3",
+        ),
+        (
+            lambda: config.resolve_synthetic({"num_movies": 5, "num_types": 6}),
+            "synthetic.num_types",
+            "must be <= num_movies (5), got 6",
+        ),
+        (
+            lambda: config.resolve_training({"preset": "fast"}),
+            "training.preset",
+            "must be one of ('default', 'notebook'), got 'fast'",
+        ),
+        (
+            lambda: config.resolve_training({"epochs": 1001}),
+            "training.epochs",
+            "must be between 1 and 1000, got 1001",
+        ),
+        (
+            lambda: config.resolve_training({"learning_rate": 0.0}),
+            "training.learning_rate",
+            "must be > 0 and <= 1, got 0",
+        ),
+        (
+            lambda: config.resolve_training({"validation_fraction": 1.0}),
+            "training.validation_fraction",
+            "must be >= 0 and < 1, got 1",
+        ),
+        (
+            lambda: config.resolve_training({"learning_rate_schedule": "step"}),
+            "training.learning_rate_schedule",
+            "must be one of ('constant', 'cosine'), got 'step'",
+        ),
+        (
+            lambda: config.resolve_training({"embedding_initializer": "ones"}),
+            "training.embedding_initializer",
+            "must be one of " + ", ".join(config.INITIALIZERS) + ", got 'ones'",
+        ),
+        (
+            lambda: config.resolve_training({"embedding_l2": 1.5}),
+            "training.embedding_l2",
+            "must be between 0 and 1, got 1.5",
+        ),
+        (
+            lambda: config.resolve_training(
+                {"early_stopping_patience": 1001, "validation_fraction": 0.1}
+            ),
+            "training.early_stopping_patience",
+            "must be between 0 and 1000, got 1001",
+        ),
+        (
+            lambda: config.resolve_training({"input_dropout": 1.0}),
+            "training.input_dropout",
+            "must be >= 0 and < 1, got 1",
+        ),
+        (
+            lambda: config.resolve_training({"early_stopping_patience": 3}),
+            "training.early_stopping_patience",
+            "needs validation_fraction > 0 (it watches val_loss)",
+        ),
+        (
+            lambda: config.check_split(
+                SPLIT, config.resolve_training({"validation_fraction": 0.5})
+            ),
+            "training.validation_fraction",
+            "0.5 of 0 watchers leaves no watcher on one side of the split",
+        ),
+        (
+            lambda: config.resolve_dataset_training({}),
+            "dataset.dataset.name",
+            "required: the dataset to train on",
+        ),
+        (
+            lambda: config.resolve_dataset_training({"dataset": {"name": "ml", "version": -2}}),
+            "dataset.dataset.version",
+            "must be >= 0 (0 = newest), got -2",
+        ),
+        (
+            lambda: config.resolve_dataset_training(
+                {"dataset": {"name": "ml"}, "like_threshold": float("inf")}
+            ),
+            "dataset.like_threshold",
+            "must be finite, got inf",
+        ),
+        (
+            lambda: config.resolve_dataset_training(
+                {"dataset": {"name": "ml"}, "min_likes_per_movie": -1}
+            ),
+            "dataset.min_likes_per_movie",
+            "must be >= 0, got -1",
+        ),
+        (
+            lambda: config.resolve_dataset_training(
+                {"dataset": {"name": "ml"}, "holdout_fraction": 1.0}
+            ),
+            "dataset.holdout_fraction",
+            "must be >= 0 and < 1, got 1",
+        ),
+        (
+            lambda: config.resolve_dataset_training({"dataset": {"name": "ml"}, "seed": -1}),
+            "dataset.seed",
+            "must be in [0, 2^64), got -1",
+        ),
+    ],
+)
+def test_every_refusal_names_its_field_and_bound(call, field: str, description: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        call()
+    assert (exc.value.field, exc.value.description) == (field, description)
+
+
+def test_zero_sizes_are_allowed() -> None:
+    spec = config.resolve_synthetic({"num_watchers": 0, "num_movies": 0, "num_types": 0})
+    assert (spec.num_watchers, spec.num_movies, spec.num_types) == (0, 0, 0)
+
+
+def test_random_seeds_spread_over_32_bits() -> None:
+    synthetic = [config.resolve_synthetic({}).seed for _ in range(64)]
+    dataset = [config.resolve_dataset_training({"dataset": {"name": "m"}}).seed for _ in range(64)]
+    for seeds in (synthetic, dataset):
+        assert all(0 <= s < 2**32 for s in seeds)
+        assert max(seeds) >= 2**31  # fails with probability 2^-64

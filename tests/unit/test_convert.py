@@ -585,3 +585,117 @@ def test_import_call_reports_rows_sent() -> None:
     assert calls == [(2, 7), (4, 7), (5, 7), (7, 7)]
     with pytest.raises(ValueError, match="chunk_rows"):  # before any message is sent
         _calls.import_dataset("ml", data, None, None, "", 0, None)
+
+
+# --- what the remaining conversions carry, exactly ------------------------------------------
+
+
+def test_batch_request_sends_ratings_as_little_endian_float32_bytes() -> None:
+    ratings = np.array([[0.0, 0.5, 1.0], [1.0, 0.25, 0.0]])  # float64 in
+    request = convert.batch_request(ModelRef("m", 2), ratings, [30, 41.5], [1.0, 3.0], top_k=4)
+    wire = pb.ReconstructRequest.FromString(request.SerializeToString())
+    assert (wire.model.name, wire.model.version, wire.top_k) == ("m", 2, 4)
+    assert wire.batch.ratings == ratings.astype("<f4").tobytes()
+    assert list(wire.batch.age_years) == [30.0, 41.5]
+    assert list(wire.batch.education) == [1, 3]
+    with pytest.raises(ValueError) as refused:
+        convert.batch_request("m", [0.5, 0.5, 0.5], [30], [1], top_k=1)
+    assert str(refused.value) == "ratings must be a (watchers, movies) matrix, got shape (3,)"
+
+
+def test_reconstruction_batch_reads_the_byte_strings_back() -> None:
+    probabilities = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], "<f4")
+    ids = np.array([[2, 0], [1, -1]], "<i4")  # -1 pads a short row
+    message = pb.ReconstructionBatch(
+        probabilities=probabilities.tobytes(), recommended_movie_ids=ids.tobytes()
+    )
+    batch = convert.reconstruction_batch(message, 2, 2)
+    assert batch.probabilities.dtype == np.float32
+    np.testing.assert_array_equal(batch.probabilities, probabilities)
+    assert batch.recommended_movie_ids.dtype == np.int32
+    np.testing.assert_array_equal(batch.recommended_movie_ids, ids)
+    empty = convert.reconstruction_batch(pb.ReconstructionBatch(), 0, 3)
+    assert empty.probabilities.shape == (0, 0) and empty.recommended_movie_ids.shape == (0, 3)
+
+
+def test_model_info_carries_every_training_setting_and_the_history() -> None:
+    message = _info()
+    t = message.training
+    t.embedding_initializer = "zeros"
+    t.embedding_l2 = 0.015
+    t.early_stopping_patience = 30
+    t.learning_rate_schedule = pb.LEARNING_RATE_SCHEDULE_COSINE
+    message.history.extend(
+        [pb.TrainProgress(epoch=1, epochs=2, loss=0.5), pb.TrainProgress(epoch=2, epochs=2)]
+    )
+    info = convert.model_info(message)
+    training = info.training
+    assert (training.embedding_initializer, training.embedding_l2) == ("zeros", 0.015)
+    assert training.early_stopping_patience == 30
+    assert training.learning_rate_schedule == "cosine"
+    assert [(p.epoch, p.epochs, p.loss) for p in info.history] == [(1, 2, 0.5), (2, 2, 0.0)]
+
+
+def test_model_info_names_enum_values_it_does_not_know() -> None:
+    message = _info()
+    message.training.preset = 77  # a newer server's preset
+    message.training.learning_rate_schedule = 77
+    training = convert.model_info(message).training
+    assert (training.preset, training.learning_rate_schedule) == ("default", "unspecified")
+
+
+@pytest.mark.parametrize(
+    ("convert_it", "message"),
+    [
+        (
+            lambda: convert.preset("fast"),
+            "preset must be one of ['default', 'notebook'], got 'fast'",
+        ),
+        (
+            lambda: convert.metric("cos"),
+            "metric must be one of ['cosine', 'dot', 'euclidean'], got 'cos'",
+        ),
+        (
+            lambda: convert.train_request("m", {"learning_rate_schedule": "step"}),
+            "learning_rate_schedule must be one of ['constant', 'cosine'], got 'step'",
+        ),
+        (
+            lambda: convert.nearest_request("m", None, None, 3, "cosine", []),
+            "give exactly one of movie_id or vector",
+        ),
+    ],
+)
+def test_value_errors_say_what_is_allowed(convert_it, message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        convert_it()
+    assert str(refused.value) == message
+
+
+def test_a_dataset_train_request_names_its_model() -> None:
+    assert convert.train_request("m", {"dataset": "ml"}).model_name == "m"
+
+
+def test_recommendations_keep_their_titles() -> None:
+    r = convert.reconstruction(
+        pb.Reconstruction(recommendations=[pb.Recommendation(movie_id=1, title="One")])
+    )
+    assert r.recommendations == (Recommendation(1, 0.0, "One"),)
+
+
+def test_import_stream_of_one_row_chunks_with_timestamps() -> None:
+    ratings = RatingColumns([1, 2], [5, 6], [3.0, 4.0], [100, 200])
+    chunks = [m.ratings for m, _ in _stream(DatasetColumns(ratings), 1)[1:]]
+    assert [(list(c.watcher_ids), list(c.timestamps)) for c in chunks] == [
+        ([1], [100]),
+        ([2], [200]),
+    ]
+
+
+@pytest.mark.parametrize("absent", ["age_years", "education"])
+def test_import_stream_of_watchers_without_a_feature_column(absent: str) -> None:
+    given = {"age_years": [30.0, 40.0], "education": [1.0, 2.0]} | {absent: None}
+    watchers = WatcherColumns([1, 2], **given)
+    data = DatasetColumns(RatingColumns([1], [1], [1.0]), watchers=watchers)
+    (chunk,) = [m.watchers for m, _ in _stream(data, 10) if m.WhichOneof("part") == "watchers"]
+    assert list(chunk.watcher_ids) == [1, 2]
+    assert len(getattr(chunk, absent)) == 0

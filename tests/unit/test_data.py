@@ -205,3 +205,30 @@ def test_every_accepted_size_keeps_types_and_ages_valid(num_types: int) -> None:
     low = types % 2
     assert np.all(d.education >= low)
     assert np.all(d.education <= types % 5 + low)
+
+
+# Mutation testing runs, per change to the generator, only the tests that call it: the shared
+# `big` draw is made once, in the first of its tests. These draws of their own check the
+# distribution in every run.
+
+
+def test_a_fresh_draw_has_the_notebooks_types_and_ages() -> None:
+    d = data.generate(100_000, 1, TYPES, seed=99)
+    assert (d.types.min(), d.types.max()) == (0, TYPES - 1)
+    for t in range(TYPES):
+        ages = d.age_years[d.types == t].astype(np.float64)
+        assert abs(ages.mean() - _notebook_age_mean(t)) < 0.5, t  # SE ~0.1
+    # Past type 5 the clip at 15 is 3.5 sd away: age - 5 * type is int(N(20, 10)).
+    old = d.types >= 6
+    shifted = d.age_years[old].astype(np.float64) - 5.0 * d.types[old]
+    assert abs(shifted.std() - 10.0) < 0.3  # SE ~0.04
+
+
+def test_every_chunk_of_a_parallel_draw_has_the_notebooks_like_rates() -> None:
+    # 2,500 x 2,000 cells: two chunks (2,000 and 500 watchers), filled by two threads.
+    d = data.generate(2500, 2000, TYPES, seed=5)
+    near = data.like_probability(d.types, 2000, TYPES) > 0.5
+    for rows in (slice(0, 2000), slice(2000, 2500)):
+        liked = d.ratings[rows] == 1
+        assert abs(liked[near[rows]].mean() - data.LIKE_INSIDE) < 0.01
+        assert abs(liked[~near[rows]].mean() - data.LIKE_OUTSIDE) < 0.01

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +250,7 @@ def _sparse(ds: StoredDataset) -> dict[tuple[int, int], float]:
         (50, 40),  # small ids: the catalogue by table, pairs by one packed sort
         (50, 2**31 - 1),  # sparse movie ids: the catalogue by search
         (2**62, 40),  # huge watcher ids: pairs by lexsort
+        (2 * 10**14, 40),  # just past what a packed int64 key holds: lexsort too
     ],
 )
 def test_sparse_rows_match_a_brute_force_dict(max_watcher: int, max_movie: int) -> None:
@@ -389,3 +393,250 @@ def test_ratings_may_be_any_finite_scale() -> None:
     b.add_ratings(1, [1, 2], [1, 1], [-10.0, 1e30])
     info = b.build().info
     assert (info["min_rating"], info["max_rating"]) == (-10.0, float(np.float32(1e30)))
+
+
+# --- exact refusals, inclusive bounds, dtypes, and the store's edges ----------------------
+
+
+def _exceeds(b: DatasetBuilder) -> None:
+    b.add_ratings(1, [1, 2, 3], [1, 1, 1], [3, 3, 3])
+    b.add_ratings(3, [4, 5, 6], [1, 1, 1], [3, 3, 3])
+
+
+@pytest.mark.parametrize(
+    ("add", "field", "description"),
+    [
+        (
+            lambda b: b.add_ratings(1, [1, -2], [1, 2], [3, 4]),
+            "chunks[1].ratings.watcher_ids[1]",
+            "must be >= 0, got -2",
+        ),
+        (
+            lambda b: b.add_ratings(1, [1, 2], [-5, 2], [3, 4]),
+            "chunks[1].ratings.movie_ids[0]",
+            "must be >= 0, got -5",
+        ),
+        (
+            lambda b: b.add_watchers(2, [3, -1]),
+            "chunks[2].watchers.watcher_ids[1]",
+            "must be >= 0, got -1",
+        ),
+        (
+            lambda b: b.add_watchers(2, [3, 4], [], [1, -3]),
+            "chunks[2].watchers.education[1]",
+            "must be >= 0, got -3",
+        ),
+        (
+            lambda b: b.add_watchers(2, [3, 4], [30]),
+            "chunks[2].watchers.age_years[1]",
+            "has 1 values where watcher_ids has 2: the columns of a chunk have one length "
+            "(or none)",
+        ),
+        (
+            lambda b: b.add_ratings(1, [1, 2], [1, 2], [3, 4, 5]),
+            "chunks[1].ratings.ratings[2]",
+            "has 3 values where watcher_ids has 2: the columns of a chunk have one length",
+        ),
+        (
+            lambda b: (b.add_ratings(1, [1], [1], [3], [10]), b.add_ratings(3, [2], [2], [4])),
+            "chunks[3].ratings.timestamps",
+            "empty here but given in chunks[1]: give timestamps with every rating or with none",
+        ),
+        (
+            lambda b: (b.add_ratings(1, [1], [1], [3]), b.add_ratings(3, [2], [2], [4], [10])),
+            "chunks[3].ratings.timestamps",
+            "given here but empty in chunks[1]: give timestamps with every rating or with none",
+        ),
+        (
+            lambda b: b.build(),
+            "chunks",
+            "no ratings: an import needs at least one rating",
+        ),
+    ],
+)
+def test_every_refusal_says_exactly_why(add, field: str, description: str) -> None:
+    exc = _refused(lambda: add(_builder()))
+    assert (exc.field, exc.description) == (field, description)
+
+
+def test_the_ratings_cap_names_the_flag() -> None:
+    with pytest.raises(errors.ResourceExhausted) as exc:
+        _exceeds(_builder(max_ratings=5))
+    assert str(exc.value) == (
+        "chunks[3].ratings: the import passes 5 ratings, the server's limit "
+        "(serve --max-dataset-ratings)"
+    )
+
+
+def test_bounds_are_inclusive() -> None:
+    b = DatasetBuilder("films", "x" * 4096, 10)
+    b.add_ratings(1, [0, 1], [0, 2**31 - 1], [3, 4])
+    b.add_watchers(2, [0, 1], [0, 150], [0, 0])
+    b.add_movies(3, [0, 2**31 - 1])
+    ds = b.build()
+    assert ds.movie_ids.tolist() == [0, 2**31 - 1]
+    assert ds.ratings.watcher_ids.tolist() == [0, 1]
+    assert ds.age_years.tolist() == [0, 150] and ds.education.tolist() == [0, 0]
+
+
+def test_a_built_dataset_has_the_documented_dtypes() -> None:
+    ds = _small()
+    assert ds.version == 0
+    r = ds.ratings
+    assert (ds.movie_ids.dtype, r.watcher_ids.dtype, r.indptr.dtype) == (np.int64,) * 3
+    assert (r.movie_rows.dtype, r.values.dtype) == (np.int32, np.float32)
+    assert r.timestamps is not None and r.timestamps.dtype == np.int64
+    assert (ds.age_years.dtype, ds.education.dtype) == (np.float32, np.float32)
+
+
+def test_a_watcher_described_past_every_rater_is_dropped() -> None:
+    b = _builder()
+    b.add_ratings(1, [3, 5], [1, 1], [3, 3])
+    b.add_watchers(2, [5, 100], [40, 50], [1, 2])
+    ds = b.build()
+    np.testing.assert_array_equal(ds.age_years, [np.nan, 40])
+    assert ds.info["num_dropped_watchers"] == 1
+
+
+def test_a_listed_movie_without_a_title_has_none() -> None:
+    b = _builder()
+    b.add_ratings(1, [1], [5], [3])
+    b.add_movies(2, [5, 6], ["Five", ""])
+    ds = b.build()
+    assert ds.titles.tolist() == ["Five", ""] and ds.genres.tolist() == ["", ""]
+    assert ds.info["num_titled_movies"] == 1
+
+
+def test_a_repeat_at_the_first_row_of_a_chunk_is_located_in_that_chunk() -> None:
+    b = _builder()
+    b.add_ratings(1, [1, 2], [1, 1], [3, 3])
+    b.add_watchers(2, [1, 2])
+    b.add_watchers(3, [2])
+    exc = _refused(b.build)
+    assert exc.field == "chunks[3].watchers.watcher_ids[0]"
+    assert exc.description == (
+        "watcher 2 is described already, at chunks[2].watchers.watcher_ids[1]: describe each "
+        "watcher once"
+    )
+
+
+def test_the_first_repeated_watcher_in_the_stream_is_refused_against_its_first_description() -> (
+    None
+):
+    ids = np.random.default_rng(0).integers(0, 5, 20).tolist()  # many repeats of each id
+    seen: dict[int, int] = {}  # each id's first description
+    for repeat, w in enumerate(ids):
+        if w in seen:
+            break
+        seen[w] = repeat
+    b = _builder()
+    b.add_ratings(1, [0], [1], [3])
+    b.add_watchers(2, ids)
+    exc = _refused(b.build)
+    assert exc.field == f"chunks[2].watchers.watcher_ids[{repeat}]"
+    assert f"at chunks[2].watchers.watcher_ids[{seen[ids[repeat]]}]:" in exc.description
+
+
+def test_the_first_clash_in_the_stream_is_refused_against_the_listing_before_it() -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 5, 20).tolist()
+    titles = [f"T{t}" for t in rng.integers(0, 2, 20)]
+    last: dict[int, int] = {}
+    clash = before = -1
+    for i, (m, title) in enumerate(zip(ids, titles, strict=True)):
+        if m in last and titles[last[m]] != title:
+            clash, before = i, last[m]
+            break
+        last[m] = i
+    b = _builder()
+    b.add_ratings(1, [0], [1], [3])
+    b.add_movies(2, ids, titles)
+    exc = _refused(b.build)
+    assert exc.field == f"chunks[2].movies.titles[{clash}]"
+    assert exc.description.endswith(f"at chunks[2].movies.titles[{before}]")
+
+
+def test_of_two_clashes_the_first_in_the_stream_is_refused() -> None:
+    b = _builder()
+    b.add_ratings(1, [0], [1], [3])
+    b.add_movies(2, [20, 10], ["A", "X"])
+    b.add_movies(3, [20], ["B"])  # movie 20's clash comes first in the stream
+    b.add_movies(4, [10], ["Y"])
+    assert _refused(b.build).field == "chunks[3].movies.titles[0]"
+
+
+def test_watcher_ids_near_the_int64_limit_keep_their_order() -> None:
+    b = _builder()
+    b.add_ratings(1, [1, 2**62], [0, 0], [1, 2])
+    assert b.build().ratings.watcher_ids.tolist() == [1, 2**62]
+
+
+def test_a_store_creates_its_directories(tmp_path: Path) -> None:
+    DatasetStore(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b" / DATASETS_DIR).is_dir()
+
+
+def test_deleting_every_version_of_one_dataset_leaves_the_others(tmp_path: Path) -> None:
+    s = DatasetStore(tmp_path)
+    s.save(_small())
+    s.save(_small())
+    films = _small()
+    alpha = dataclasses.replace(films, name="alpha", info={**films.info, "name": "alpha"})
+    other = s.save(alpha)  # listed before films
+    assert [(i["name"], i["version"]) for i in s.delete("films", 0)] == [("films", 1), ("films", 2)]
+    assert s.list() == [other]
+    assert s.load("alpha", 1).name == "alpha"
+
+
+def test_store_refusals_say_exactly_why(tmp_path: Path) -> None:
+    s = DatasetStore(tmp_path)
+    s.save(_small())
+    bad = "must match [a-z0-9][a-z0-9_-]{0,63}, got 'Bad!'"
+    exc = _refused(lambda: s.list("Bad!"))
+    assert (exc.field, exc.description) == ("name", bad)
+    assert _refused(lambda: s.load("Bad!", 0)).field == "dataset.name"
+    exc = _refused(lambda: s.resolve("films", -3))
+    assert exc.description == "must be >= 0 (0 = newest), got -3"
+    with pytest.raises(errors.NotFound) as missing:
+        s.load("nope", 0)
+    assert str(missing.value) == "dataset 'nope' not found"
+    with pytest.raises(errors.NotFound) as missing:
+        s.load("films", 7)
+    assert str(missing.value) == "dataset 'films' has no version 7"
+
+
+def test_a_stored_dataset_is_read_without_unpickling(tmp_path: Path) -> None:
+    s = DatasetStore(tmp_path)
+    s.save(_small())
+    arrays = tmp_path / DATASETS_DIR / "films" / "1" / "dataset.npz"
+    with open(arrays, "wb") as f:  # what a crafted file could hold: an object array
+        np.savez(f, allow_pickle=True, movie_ids=np.array([object()]))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        s.load("films", 1)
+
+
+def test_a_saved_version_records_its_creation_time_in_utc(tmp_path: Path) -> None:
+    info = DatasetStore(tmp_path).save(_small())
+    created = datetime.fromisoformat(info["create_time"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+
+
+def test_polling_adds_every_new_version_past_damage_and_stray_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, reader = DatasetStore(tmp_path), DatasetStore(tmp_path)
+    writer.save(_small())
+    assert reader.load_new() == 1
+    for _ in range(3):
+        writer.save(_small())  # 2, 3, 4
+    root = tmp_path / DATASETS_DIR
+    (root / "films" / "2" / "metadata.json").write_text("{not json")
+    shutil.copytree(root / "films" / "1", root / "AAA" / "1")  # not a dataset name
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.datasets"):
+        assert reader.load_new() == 2
+    assert [i["version"] for i in reader.list()] == [1, 3, 4]
+    assert caplog.messages == [
+        f"skipping damaged dataset version {root / 'films' / '2'}: Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1)"
+    ]

@@ -440,3 +440,152 @@ def test_the_ranking_table_answers_as_a_search_does(metric: str) -> None:
         )
         assert by_id[0] == by_vector[0]
         np.testing.assert_allclose(by_id[1], by_vector[1], rtol=1e-5, atol=1e-6)
+        if metric == "cosine":  # both in float32 (no float64 query): the very same numbers
+            assert by_id[1] == by_vector[1]
+
+
+# --- every refusal names its field and says why -------------------------------------------
+
+GOOD = [0.5] * MOVIES
+
+
+@pytest.mark.parametrize(
+    ("call", "field", "description"),
+    [
+        (lambda m: _nearest(m, movie_id=0, k=-2), "k", "must be >= 0, got -2"),
+        (lambda m: _nearest(m), "query", "set exactly one of movie_id or vector"),
+        (
+            lambda m: _nearest(m, movie_id=1, vector=np.ones(DIM, np.float32)),
+            "query",
+            "set exactly one of movie_id or vector",
+        ),
+        (
+            lambda m: _nearest(m, vector=np.ones(DIM + 1, np.float32)),
+            "vector.values",
+            f"must have {DIM} values, got {DIM + 1}",
+        ),
+        (
+            lambda m: _nearest(m, vector=np.array([1, np.nan, 0, 0], np.float32)),
+            "vector.values",
+            "must be finite (no NaN or Inf)",
+        ),
+        (
+            lambda m: _nearest(m, vector=np.zeros(DIM, np.float32)),
+            "vector.values",
+            "must not be all zero with the cosine metric",
+        ),
+        (lambda m: m.make_watchers([], [], [], []), "watchers", "must hold at least one watcher"),
+        (
+            lambda m: m.make_watchers([GOOD, [*GOOD[:-1], 1.5]], [[], []], [9.0] * 2, [0] * 2),
+            "watchers[1].ratings",
+            "must be finite and in [0, 1]",
+        ),
+        (
+            lambda m: m.make_watchers([GOOD[:3]], [[]], [9.0], [0]),
+            "watchers[0].ratings",
+            f"must have {MOVIES} values (one per movie), got 3",
+        ),
+        (
+            lambda m: m.make_watchers([[]], [[1]], [150.5], [0]),
+            "watchers[0].age_years",
+            "must be finite and in [0, 150], got 150.5",
+        ),
+        (
+            lambda m: m.make_watchers([[], []], [[1], [1]], [9.0] * 2, [0, -2]),
+            "watchers[1].education",
+            "must be >= 0, got -2",
+        ),
+        (
+            lambda m: m.make_watchers([GOOD], [[1]], [9.0], [0]),
+            "watchers[0]",
+            "set ratings or liked_movie_ids, not both",
+        ),
+        (
+            lambda m: m.dense_watchers(np.zeros(0, np.float32), np.zeros(0), np.zeros(0)),
+            "batch.age_years",
+            "must hold one age per watcher (>= 1)",
+        ),
+        (
+            lambda m: m.dense_watchers(np.zeros(2 * MOVIES, np.float32), np.zeros(2), np.zeros(3)),
+            "batch.education",
+            "must have 2 values (one per watcher), got 3",
+        ),
+        (
+            lambda m: m.dense_watchers(np.zeros(2 * MOVIES - 1, np.float32), np.zeros(2), [0, 0]),
+            "batch.ratings",
+            f"must hold 2 x {MOVIES} float32 values, got {2 * MOVIES - 1}",
+        ),
+        (
+            lambda m: m.dense_watchers(
+                np.array([0.5] * MOVIES + [0.5] * (MOVIES - 1) + [-1], np.float32),
+                np.zeros(2),
+                np.zeros(2),
+            ),
+            "batch.ratings[1]",
+            "must be finite and in [0, 1]",
+        ),
+        (
+            lambda m: m.dense_watchers(
+                np.zeros(3 * MOVIES, np.float32), np.zeros(3), np.array([0, 1, -4])
+            ),
+            "batch.education[2]",
+            "must be >= 0, got -4",
+        ),
+        (
+            lambda m: m.reconstruct(m.make_watchers([[]], [[]], [9.0], [0]), -1),
+            "top_k",
+            "must be >= 0, got -1",
+        ),
+    ],
+)
+def test_every_refusal_names_its_field_and_bound(
+    model: ServedModel, call, field, description
+) -> None:
+    with pytest.raises(errors.InvalidArgument) as exc:
+        call(model)
+    assert (exc.value.field, exc.value.description) == (field, description)
+
+
+def test_batch_bounds_are_inclusive(model: ServedModel) -> None:
+    ages = np.array([0.0, 150.0], np.float32)
+    watchers = model.dense_watchers(np.ones(2 * MOVIES, np.float32), ages, np.array([0, 0]))
+    assert watchers.ratings.shape == (2, MOVIES)
+
+
+def test_an_unknown_movie_names_the_model_version(model: ServedModel) -> None:
+    with pytest.raises(errors.NotFound) as exc:
+        _nearest(model, movie_id=MOVIES)
+    assert f"is not in model default v3 (movie ids are 0..{MOVIES - 1})" in str(exc.value)
+
+
+def test_made_watchers_are_float32(model: ServedModel) -> None:
+    w = model.make_watchers([GOOD, []], [[], [2]], [30, 40], [1, 2])
+    assert (w.ratings.dtype, w.age_years.dtype) == (np.float32, np.float32)
+
+
+def test_rows_answer_movie_vectors_as_plain_floats(model: ServedModel, weights) -> None:
+    assert model.rows[7] == [float(v) for v in weights["embedding"][7]]
+    assert len(model.rows) == MOVIES
+
+
+@pytest.mark.parametrize("absent", ["has_age", "has_education"])
+def test_a_feature_the_model_was_trained_without_is_zero(weights, absent: str) -> None:
+    model = ServedModel("m", 1, weights, {**META, absent: False})
+    ratings = np.random.default_rng(2).random((3, MOVIES), dtype=np.float32)
+    ages, education = np.array([20.0, 50.0, 80.0], np.float32), np.array([0, 3, 6])
+    got = model.forward(Watchers(ratings, ages, education))
+    column = 0 if absent == "has_age" else 1
+    features = np.column_stack([(ages - META["age_mean"]) / META["age_std"], education])
+    features[:, column] = 0.0
+    merged = np.concatenate([features, ratings @ weights["embedding"]], axis=1)
+    hidden = np.maximum(merged @ weights["hidden_kernel"] + weights["hidden_bias"], 0)
+    expected = 1 / (1 + np.exp(-(hidden @ weights["output_kernel"] + weights["output_bias"])))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_huge_logits_saturate_at_sigmoid_of_80_without_overflow(weights) -> None:
+    weights["output_bias"][:2] = [-1e4, 1e4]
+    model = ServedModel("m", 1, weights, META)
+    got = model.forward(Watchers(np.zeros((1, MOVIES), np.float32), np.ones(1), np.ones(1)))
+    assert got[0, 0] == np.float32(1) / (np.float32(1) + np.exp(np.float32(80)))
+    assert got[0, 1] == 1.0

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from movie_embeddings_server import quality
-from movie_embeddings_server.inference import ServedModel
+from movie_embeddings_server import data, quality
+from movie_embeddings_server.inference import ServedModel, Watchers
 
 BAYES = -(0.95 * math.log(0.95) + 0.05 * math.log(0.05))  # H(0.95) = 0.1985 nats
 
@@ -78,3 +78,78 @@ def test_evaluate_a_model_that_knows_nothing() -> None:
     # k = 4 neighbours are the first ids but itself: movie 0 gets 1/4 of its group, 1..3
     # none, and 4..19 one of 0..3 each (1/4).
     assert metrics["neighbour_purity"] == pytest.approx((0.25 + 16 * 0.25) / 20)
+
+
+def test_purity_needs_at_least_one_neighbour_per_movie() -> None:
+    assert math.isnan(quality.neighbour_purity(np.eye(3), 2))  # k = 3 // 2 - 1 = 0
+
+
+def _shares(matrix: np.ndarray, num_types: int) -> np.ndarray:
+    """Each movie's share of same-group movies among its k cosine-nearest, by brute force."""
+    n = len(matrix)
+    k = n // num_types - 1
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    shares = []
+    for m in range(n):
+        cosines = unit @ unit[m]
+        others = sorted((i for i in range(n) if i != m), key=lambda i: (-cosines[i], i))
+        shares.append(np.mean([i % num_types == m % num_types for i in others[:k]]))
+    return np.array(shares)
+
+
+def test_purity_of_a_large_catalogue_averages_the_movies_drawn_with_the_seed() -> None:
+    matrix = _grouped(300, 3, noise=0.8, seed=4)
+    shares = _shares(matrix, 3)
+    for seed in (0, 7):
+        drawn = np.random.default_rng(seed).choice(300, quality.PURITY_QUERIES, replace=False)
+        expected = np.mean(shares[drawn])
+        assert quality.neighbour_purity(matrix, 3, seed) == pytest.approx(expected, abs=1e-12)
+    assert quality.neighbour_purity(matrix, 3, 0) != quality.neighbour_purity(matrix, 3, 7)
+
+
+def test_cross_entropy_clips_certain_predictions_on_both_sides() -> None:
+    for p, q in ((1.0, 0.0), (0.0, 1.0)):
+        value = quality.cross_entropy(np.array([p]), np.array([q]))
+        assert value == pytest.approx(-math.log(quality.EPSILON), rel=1e-6)
+
+
+def _random_model(movies: int, seed: int = 0) -> ServedModel:
+    rng = np.random.default_rng(seed)
+    weights = {
+        "embedding": rng.normal(size=(movies, 2)),
+        "hidden_kernel": rng.normal(size=(4, 3)),
+        "hidden_bias": rng.normal(size=3),
+        "output_kernel": rng.normal(size=(3, movies)),
+        "output_bias": rng.normal(size=movies),
+    }
+    return ServedModel("m", 1, weights, {"age_mean": 40.0, "age_std": 10.0})
+
+
+def test_evaluate_scores_fresh_watchers_of_the_seeds_own_stream() -> None:
+    model = _random_model(20)
+    metrics = quality.evaluate(model, num_types=4, seed=3)
+    fresh = data.generate(quality.HELDOUT_WATCHERS, 20, 4, [3, 1, 0])
+    watchers = Watchers(fresh.ratings.astype(np.float32), fresh.age_years, fresh.education)
+    p_true = data.like_probability(fresh.types, 20, 4)
+    heldout = quality.cross_entropy(p_true, model.forward(watchers))
+    assert metrics["heldout_cross_entropy"] == pytest.approx(heldout, rel=1e-9)
+    assert metrics["neighbour_purity"] == quality.neighbour_purity(model.embedding, 4, 3)
+
+
+def test_evaluate_weighs_each_chunk_of_a_large_catalogue_by_its_watchers() -> None:
+    # 2,500 movies: chunks of 1,600 then 400 watchers; a model that knows nothing scores
+    # log 2 on each, and every watcher's Bayes bound is H(0.95).
+    movies = 2500
+    assert quality.CHUNK_CELLS // movies < quality.HELDOUT_WATCHERS
+    zero = {
+        "embedding": np.zeros((movies, 2)),
+        "hidden_kernel": np.zeros((4, 3)),
+        "hidden_bias": np.zeros(3),
+        "output_kernel": np.zeros((3, movies)),
+        "output_bias": np.zeros(movies),
+    }
+    model = ServedModel("m", 1, zero, {"age_mean": 40.0, "age_std": 10.0})
+    metrics = quality.evaluate(model, num_types=4, seed=3)
+    assert metrics["heldout_cross_entropy"] == pytest.approx(math.log(2), rel=1e-6)
+    assert metrics["bayes_cross_entropy"] == pytest.approx(BAYES, rel=1e-6)
+    assert metrics["neighbour_purity"] == quality.neighbour_purity(model.embedding, 4, 3)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.protobuf.wrappers_pb2 import StringValue
 
 from movie_embeddings_server.security import TokenAuth, server_credentials
 
@@ -30,28 +32,44 @@ def _guarded(method: str) -> bool:
     return method != OPEN
 
 
-def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+HI = StringValue(value="hi")
+# Real (de)serializers, as the service's handlers have: the refusal must keep them in place.
+CODEC: dict[str, Any] = {
+    "request_deserializer": StringValue.FromString,
+    "response_serializer": StringValue.SerializeToString,
+}
+CALLER_CODEC: dict[str, Any] = {
+    "request_serializer": StringValue.SerializeToString,
+    "response_deserializer": StringValue.FromString,
+}
+
+
+def _echo(request: StringValue, context: grpc.ServicerContext) -> StringValue:
     return request
 
 
-def _twice(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+def _twice(request: StringValue, context: grpc.ServicerContext) -> Iterator[StringValue]:
     yield request
     yield request
+
+
+def _unary(channel: grpc.Channel, method: str) -> grpc.UnaryUnaryMultiCallable:
+    return channel.unary_unary(method, **CALLER_CODEC)
 
 
 def _serve(credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, str]:
-    """A started server with the token interceptor, its methods taking and giving raw bytes."""
+    """A started server with the token interceptor, its methods echoing a StringValue."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=2), interceptors=[TokenAuth(TOKEN, _guarded)]
     )
-    unary = grpc.unary_unary_rpc_method_handler(_echo)
+    unary = grpc.unary_unary_rpc_method_handler(_echo, **CODEC)
     methods = {
         "test.Echo": {"Guarded": unary, "Open": unary},
         "grpc.health.v1.Health": {"Check": unary},
         "grpc.reflection.v1alpha.ServerReflection": {"ServerReflectionInfo": unary},
     }
     handlers = [grpc.method_handlers_generic_handler(s, m) for s, m in methods.items()]
-    stream = grpc.unary_stream_rpc_method_handler(_twice)
+    stream = grpc.unary_stream_rpc_method_handler(_twice, **CODEC)
     handlers.append(grpc.method_handlers_generic_handler("test.Echo", {"Stream": stream}))
     server.add_generic_rpc_handlers(handlers)
     address = "127.0.0.1:0"
@@ -63,7 +81,7 @@ def _serve(credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Serv
     return server, f"127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def channel() -> Iterator[grpc.Channel]:
     server, target = _serve()
     try:
@@ -76,12 +94,13 @@ def channel() -> Iterator[grpc.Channel]:
 def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as refused:
         call()
-    return refused.value.code(), refused.value.details()
+    return refused.value.code(), refused.value.details() or ""
 
 
 def test_the_exact_token_passes_on_unary_and_streaming_methods(channel: grpc.Channel) -> None:
-    assert channel.unary_unary(GUARDED)(b"hi", metadata=EXACT, timeout=10) == b"hi"
-    assert list(channel.unary_stream(STREAM)(b"hi", metadata=EXACT, timeout=10)) == [b"hi"] * 2
+    assert _unary(channel, GUARDED)(HI, metadata=EXACT, timeout=10) == HI
+    stream = channel.unary_stream(STREAM, **CALLER_CODEC)
+    assert list(stream(HI, metadata=EXACT, timeout=10)) == [HI, HI]
 
 
 @pytest.mark.parametrize(
@@ -95,7 +114,7 @@ def test_anything_but_the_exact_value_is_refused_as_wrong(
 ) -> None:
     metadata = (("authorization", value),)
     with caplog.at_level(logging.WARNING, "movie_embeddings_server.security"):
-        code, details = _code(lambda: channel.unary_unary(GUARDED)(b"", metadata=metadata))
+        code, details = _code(lambda: _unary(channel, GUARDED)(HI, metadata=metadata))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert details == "wrong bearer token: send metadata 'authorization: Bearer <token>'"
     assert f"{GUARDED} UNAUTHENTICATED: wrong bearer token" in caplog.messages
@@ -105,8 +124,8 @@ def test_no_token_is_refused_as_missing_on_both_kinds_of_method(
     channel: grpc.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, "movie_embeddings_server.security"):
-        unary = _code(lambda: channel.unary_unary(GUARDED)(b"", timeout=10))
-        streamed = _code(lambda: list(channel.unary_stream(STREAM)(b"", timeout=10)))
+        unary = _code(lambda: _unary(channel, GUARDED)(HI, timeout=10))
+        streamed = _code(lambda: list(channel.unary_stream(STREAM, **CALLER_CODEC)(HI, timeout=10)))
     missing = "missing bearer token: send metadata 'authorization: Bearer <token>'"
     assert unary == streamed == (grpc.StatusCode.UNAUTHENTICATED, missing)
     assert caplog.messages == [
@@ -119,11 +138,11 @@ def test_no_token_is_refused_as_missing_on_both_kinds_of_method(
 def test_unguarded_health_and_reflection_methods_need_no_token(
     channel: grpc.Channel, method: str
 ) -> None:
-    assert channel.unary_unary(method)(b"hi", timeout=10) == b"hi"
+    assert _unary(channel, method)(HI, timeout=10) == HI
 
 
 def test_an_unknown_method_is_unimplemented_not_unauthenticated(channel: grpc.Channel) -> None:
-    code, _ = _code(lambda: channel.unary_unary("/test.Echo/Nothing")(b"", timeout=10))
+    code, _ = _code(lambda: _unary(channel, "/test.Echo/Nothing")(HI, timeout=10))
     assert code == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -159,19 +178,19 @@ def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
     return paths
 
 
-def _call_open(target: str, root: Path, client: tuple[Path, Path] | None = None) -> bytes:
+def _call_open(target: str, root: Path, client: tuple[Path, Path] | None = None) -> str:
     chain, key = (client[0].read_bytes(), client[1].read_bytes()) if client else (None, None)
     credentials = grpc.ssl_channel_credentials(root.read_bytes(), key, chain)
     with grpc.secure_channel(target, credentials) as channel:
-        reply: bytes = channel.unary_unary(OPEN)(b"tls", timeout=10)
-        return reply
+        reply: StringValue = _unary(channel, OPEN)(StringValue(value="tls"), timeout=10)
+        return reply.value
 
 
 def test_tls_without_a_client_ca_serves_clients_without_certificates(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path, "server")
     server, target = _serve(server_credentials(cert, key, None))
     try:
-        assert _call_open(target, cert) == b"tls"
+        assert _call_open(target, cert) == "tls"
         other, _ = _self_signed(tmp_path, "other")  # not the server's: the client refuses it
         code, details = _code(lambda: _call_open(target, other))
         assert code == grpc.StatusCode.UNAVAILABLE
@@ -190,6 +209,6 @@ def test_mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed(tmp_pat
             # Refused in the handshake by a live server (it serves the next call).
             assert code == grpc.StatusCode.UNAVAILABLE
             assert "Connection refused" not in details, details
-            assert _call_open(target, cert, client) == b"tls"
+            assert _call_open(target, cert, client) == "tls"
     finally:
         server.stop(None)

@@ -6,14 +6,18 @@ import gc
 import json
 import logging
 import os
+import shutil
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from movie_embeddings_server import errors, store, versions
+from movie_embeddings_server.catalogue import Catalogue
 from movie_embeddings_server.inference import WEIGHT_NAMES
 from movie_embeddings_server.store import Store
 
@@ -161,7 +165,8 @@ def test_fresh_store_loads_identical_weights_and_metadata(tmp_path: Path) -> Non
     assert fresh.load_new() == 3
     for before in saved:
         after = fresh.resolve(before.name, before.version)
-        assert after.meta == before.meta
+        on_disk = tmp_path / before.name / str(before.version) / store.METADATA
+        assert after.meta == before.meta == json.loads(on_disk.read_text())
         for name in WEIGHT_NAMES:
             np.testing.assert_array_equal(getattr(after, name), getattr(before, name))
             assert getattr(after, name).dtype == np.float32
@@ -396,12 +401,18 @@ def test_labelling_a_missing_version_or_model_is_not_found(tmp_path: Path) -> No
     assert exc.value.field == "version"
 
 
-def test_a_labelled_version_cannot_be_deleted_until_unlabelled(tmp_path: Path) -> None:
+def _three_versions_with_version_1_labelled(tmp_path: Path) -> Store:
+    """Versions 1-3 of default, version 1 labelled stable and canary."""
     s = Store(tmp_path)
     for i in range(3):
         _save(s, seed=i)
     s.set_label("default", "stable", 1)
     s.set_label("default", "canary", 1)
+    return s
+
+
+def test_a_labelled_version_cannot_be_deleted_until_unlabelled(tmp_path: Path) -> None:
+    s = _three_versions_with_version_1_labelled(tmp_path)
     with pytest.raises(errors.FailedPrecondition, match="version 1 is labelled canary, stable"):
         s.delete("default", 1)
     with pytest.raises(errors.FailedPrecondition, match="version 1 is labelled"):
@@ -482,3 +493,257 @@ def test_an_empty_store_says_why_until_a_version_is_loaded(tmp_path: Path) -> No
     s.delete("default", 0)
     with pytest.raises(errors.FailedPrecondition, match="train one first"):
         s.resolve("default", 0)
+
+
+# --- what each refusal, warning and log line says -----------------------------------------
+
+
+def _invalid(call) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    with pytest.raises(errors.InvalidArgument) as exc:
+        call()
+    return exc.value.field, exc.value.description
+
+
+def test_refusals_name_their_field_and_bound(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    _save(s)
+    bad = "must match [a-z0-9][a-z0-9_-]{0,63}, got 'Bad!'"
+    assert _invalid(lambda: s.list("Bad!")) == ("name", bad)
+    assert _invalid(lambda: s.delete("Bad!", 0)) == ("model.name", bad)
+    assert _invalid(lambda: s.set_label("Bad!", "stable", 1)) == ("name", bad)
+    assert _invalid(lambda: s.set_label("default", "Stable", 1)) == (
+        "label",
+        "must match [a-z][a-z0-9_-]{0,63}, got 'Stable'",
+    )
+    assert _invalid(lambda: s.set_label("default", "stable", -1)) == (
+        "version",
+        "must be >= 0 (0 = remove the label), got -1",
+    )
+    assert _invalid(lambda: s.resolve("default", -2, field="query")) == (
+        "query.version",
+        "must be >= 0 (0 = newest), got -2",
+    )
+
+
+def test_a_labelled_version_is_refused_saying_which_labels_hold_it(tmp_path: Path) -> None:
+    s = _three_versions_with_version_1_labelled(tmp_path)
+    s.set_label("default", "beta", 3)
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        s.delete("default", 0)
+    assert str(refused.value) == (
+        "model 'default' version 1 is labelled canary, stable, version 3 is labelled beta: "
+        "move or remove the label first (SetModelLabel; version 0 removes it)"
+    )
+
+
+def test_deleting_versions_of_one_model_leaves_the_others(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    _save(s, "default")
+    _save(s, "other")
+    _save(s, "other")
+    _save(s, "other")
+    assert [(m.name, m.version) for m in s.delete("other", 1)] == [("other", 1)]
+    assert [(m.name, m.version) for m in s.delete("other", 0)] == [("other", 2), ("other", 3)]
+    assert [(m.name, m.version) for m in s.list()] == [("default", 1)]
+    assert _on_disk(tmp_path) == [1]
+
+
+def test_a_store_that_never_polled_knows_its_own_versions_have_no_labels(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    served = _save(s)
+    assert s.labels_of(served) == []
+    with pytest.raises(errors.NotFound) as missing:
+        s.resolve("default", 0, label="stable")
+    assert str(missing.value) == "model 'default' has no label 'stable' (has [])"
+
+
+def test_discarding_twice_is_fine(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    staged = s.stage("default", None, _weights(1), _meta(1))
+    s.discard(staged)
+    s.discard(staged)
+    assert not staged.exists()
+
+
+def test_a_version_keeps_its_catalogue(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    ids = np.arange(MOVIES, dtype=np.int64) * 7 + 3
+    titles = np.array([f"Movie {i}" for i in range(MOVIES)])
+    genres = np.array(["Drama|Comedy"] * MOVIES)
+    staged = s.stage(
+        "default", None, _weights(0), _meta(0), Catalogue(ids, titles, genres, np.arange(MOVIES))
+    )
+    s.commit("default", staged)
+    fresh = Store(tmp_path)
+    assert fresh.load_new() == 1
+    catalogue = fresh.resolve("default", 0).catalogue
+    assert not catalogue.is_identity
+    np.testing.assert_array_equal(catalogue.movie_ids, ids)
+    assert catalogue.titles == titles.tolist()
+    assert catalogue.genre_list(4) == ["Drama", "Comedy"]
+    np.testing.assert_array_equal(catalogue.num_likes, np.arange(MOVIES))
+
+
+def test_only_model_names_are_loaded_and_the_dataset_store_is_skipped(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    _save(s, "default")
+    _save(s, "zeta")
+    # Whole versions under names a model cannot have, sorted before and between the models.
+    for stray in ("AAA", "datasets", "dz Bad"):
+        (tmp_path / stray).mkdir()
+        shutil.copytree(tmp_path / "default" / "1", tmp_path / stray / "1")
+    fresh = Store(tmp_path)
+    assert fresh.load_new() == 2
+    assert [(m.name, m.version) for m in fresh.list()] == [("default", 1), ("zeta", 1)]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_damaged_version_is_retried_after_1_then_2_seconds_and_holds_up_no_other(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = Store(tmp_path)
+    _save(writer)
+    damaged = tmp_path / "default" / "2"
+    damaged.mkdir()
+    (damaged / store.METADATA).write_text("{not json")
+    _save(writer)  # 3, after the damaged one
+    reader = Store(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+        first = time.monotonic()
+        assert reader.load_new() == 2
+        assert reader.load_new() == 0
+        _save(writer)  # 4, while 2 waits for its retry
+        assert reader.load_new() == 1
+        wait_until(lambda: reader.load_new() or len(_warnings(caplog)) > 1, 10, "a retry")
+    assert time.monotonic() - first >= 1.0
+    assert _versions(reader) == [1, 3, 4]
+    why = "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    assert _warnings(caplog)[:2] == [  # a slow machine may have reached attempt 3 since
+        f"skipping damaged model version {damaged} (attempt 1, next in 1 s): {why}",
+        f"skipping damaged model version {damaged} (attempt 2, next in 2 s): {why}",
+    ]
+
+
+def test_damaged_labels_are_skipped_with_a_warning_and_the_last_ones_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Store(tmp_path)
+    _save(s)
+    s.set_label("default", "stable", 1)
+    (tmp_path / "default" / store.LABELS).write_text("[1, 2")
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+        s.load_new()
+    assert s.resolve("default", 0, label="stable").version == 1
+    assert _warnings(caplog) == [
+        "skipping damaged labels of model default: Expecting ',' delimiter: line 1 column 6 "
+        "(char 5)"
+    ]
+
+
+def test_dropping_and_pruning_versions_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, reader = Store(tmp_path), Store(tmp_path, keep_versions=2)
+    _save(writer)
+    reader.load_new()
+    writer.delete("default", 1)
+    with caplog.at_level(logging.INFO, logger="movie_embeddings_server.store"):
+        reader.load_new()
+        for i in range(3):
+            _save(reader, seed=i)
+    assert [r.getMessage() for r in caplog.records] == [
+        "stopped serving default v1: deleted from the store",
+        "removed default v2: older than the newest 2",
+    ]
+
+
+def test_pruning_removes_versions_of_other_processes_it_has_not_loaded(tmp_path: Path) -> None:
+    keeper, writer = Store(tmp_path, keep_versions=1), Store(tmp_path)
+    _save(keeper)
+    _save(writer)
+    _save(writer)  # 2 and 3: the keeper has not polled since
+    _save(keeper)
+    assert _versions(keeper) == _on_disk(tmp_path) == [4]
+
+
+# A test holding a model's lock plays another process changing the store while this one waits
+# for that lock. Linux lists a lock's waiters in /proc/locks ("->"): the wait is observed.
+
+
+def _waits_for(lock: Path) -> bool:
+    inode = f":{lock.stat().st_ino} "
+    return any(
+        "->" in line and inode in line for line in Path("/proc/locks").read_text().split("\n")
+    )
+
+
+def _in_thread(call) -> tuple[threading.Thread, dict]:  # type: ignore[no-untyped-def]
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def _while_it_waits(model_dir: Path, call, change) -> dict:  # type: ignore[no-untyped-def]
+    """Run `call` in a thread, and `change` once it waits for the model's lock; its outcome."""
+    lock = model_dir / versions.LOCK_FILE
+    with versions.locked(model_dir):
+        thread, outcome = _in_thread(call)
+        wait_until(lambda: _waits_for(lock), 10, "the call waiting for the lock")
+        change()
+    thread.join(30)
+    assert not thread.is_alive()
+    return outcome
+
+
+def _label(model_dir: Path, label: str, version: int) -> None:
+    versions.replace_file(model_dir / store.LABELS, json.dumps({label: version}).encode())
+
+
+def test_a_label_set_while_a_delete_waits_for_the_lock_saves_the_version(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    _save(s)
+    _save(s)
+    model_dir = tmp_path / "default"
+    outcome = _while_it_waits(
+        model_dir, lambda: s.delete("default", 2), lambda: _label(model_dir, "stable", 2)
+    )
+    assert isinstance(outcome["error"], errors.FailedPrecondition)
+    assert _on_disk(tmp_path) == [1, 2]
+
+
+def test_a_label_set_while_pruning_waits_saves_that_version_only(tmp_path: Path) -> None:
+    writer = Store(tmp_path)
+    for i in range(4):
+        _save(writer, seed=i)
+    keeper = Store(tmp_path, keep_versions=1)
+    model_dir = tmp_path / "default"
+    outcome = _while_it_waits(model_dir, keeper.load_new, lambda: _label(model_dir, "old", 1))
+    assert outcome["result"] == 4
+    assert _on_disk(tmp_path) == [1, 4]
+
+
+def test_versions_another_process_deletes_while_a_delete_waits(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    for i in range(3):
+        _save(s, seed=i)
+    model_dir = tmp_path / "default"
+
+    def retire(version: int) -> None:
+        (model_dir / str(version)).rename(model_dir / f"{versions.DELETED_PREFIX}{version}")
+
+    outcome = _while_it_waits(model_dir, lambda: s.delete("default", 0), lambda: retire(1))
+    assert [m.version for m in outcome["result"]] == [2, 3]  # it went on past the gone one
+    _save(s)
+    outcome = _while_it_waits(model_dir, lambda: s.delete("default", 4), lambda: retire(4))
+    assert str(outcome["error"]) == "model 'default' version 4 was deleted already"

@@ -113,13 +113,17 @@ TRAINING_OPTIONS = [
     _training("--batch-size", positive_int, "watchers per gradient step"),
     _training("--learning-rate", positive_float, "Adam's (initial) learning rate"),
     _training(
-        "--validation-fraction", fraction, "share of the training watchers used for val_loss"
+        "--validation-fraction",
+        fraction,
+        "share of the training watchers used for val_loss (and, on a dataset, for validation "
+        "NDCG@100)",
     ),
     _training("--embedding-l2", finite_float, "L2 penalty on the embedding kernel"),
     _training(
         "--early-stopping-patience",
         nonnegative_int,
-        "epochs without a better val_loss before stopping and restoring the best weights; 0 = off",
+        "epochs without a better val_loss (on a dataset: validation NDCG@100) before stopping "
+        "and restoring the best weights; 0 = off",
     ),
     _training("--input-dropout", fraction, "dropout rate on the ratings input during training"),
 ]
