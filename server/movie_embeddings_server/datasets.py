@@ -327,8 +327,8 @@ class DatasetBuilder:
                 i = clash[np.argmin(order[clash])]  # the first clash in the stream
                 raise InvalidArgument(
                     part.locate(int(order[i]), column),
-                    f"movie {ids_sorted[i]} is listed with {text_sorted[i]!r} here but with "
-                    f"{text_sorted[i - 1]!r} at {part.locate(int(order[i - 1]), column)}",
+                    f"movie {ids_sorted[i]} is listed with {str(text_sorted[i])!r} here but with "
+                    f"{str(text_sorted[i - 1])!r} at {part.locate(int(order[i - 1]), column)}",
                 )
             out = np.full(len(listed), "", dtype=text.dtype)
             out[np.searchsorted(listed, ids_sorted)] = text_sorted

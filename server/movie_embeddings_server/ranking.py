@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import search
+from .errors import Cancelled
 from .inference import ServedModel, Watchers
 
 if TYPE_CHECKING:
@@ -126,17 +127,24 @@ def genre_overlap(embedding: np.ndarray, genres: np.ndarray, seed: int) -> dict[
 
 
 def evaluate(
-    model: ServedModel, likes: Likes, watchers: rows.Watchers, seed: int
+    model: ServedModel,
+    likes: Likes,
+    watchers: rows.Watchers,
+    seed: int,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> dict[str, float]:
     """A dataset model's figures on its held-out watchers (`likes`, `watchers`), each with a
     seeded share of its likes folded in: the model's rankings through Reconstruct's path, the
-    same for popularity (popularity_*), coverage_at_20, and genre overlaps where genres exist."""
+    same for popularity (popularity_*), coverage_at_20, and genre overlaps where genres exist.
+    Raises Cancelled between two chunks of watchers once `stopped()`."""
     folded, held = likes.fold_in(HELD_SHARE, seed)
     # An absent feature is what training saw: 0 after standardisation (the mean age).
     ages = np.where(np.isfinite(watchers.age_years), watchers.age_years, model.age_mean)
     education = np.nan_to_num(watchers.education)
 
     def recommend(rows: np.ndarray, ratings: np.ndarray) -> list[np.ndarray]:
+        if stopped():
+            raise Cancelled("training was cancelled")
         return model.reconstruct(Watchers(ratings, ages[rows], education[rows]), DEPTH)[1]
 
     metrics = measure(recommend, folded, held)

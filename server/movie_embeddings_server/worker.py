@@ -137,7 +137,9 @@ def run_dataset(
     served = ServedModel(name, 0, trained.weights, meta, catalogue)
     metrics = meta["metrics"]
     metrics.update(
-        ranking.evaluate(served, prepared.heldout, prepared.heldout_watchers, source.seed)
+        ranking.evaluate(
+            served, prepared.heldout, prepared.heldout_watchers, source.seed, stop.is_set
+        )
     )
     if trained.val_ndcg_at_100 is not None:
         metrics["val_ndcg_at_100"] = trained.val_ndcg_at_100

@@ -210,6 +210,14 @@ def test_train_on_a_dataset(
     info = client.get_model(me.ModelRef("clids", 1))
     assert info.dataset is not None and info.dataset.dataset == me.DatasetRef("clitiny", 1)
     assert f"{info.num_train_watchers} watchers (+{info.num_heldout_watchers} held out)" in summary
+    # The held-out figures, in the summary and in `models`.
+    for figure in ("recall_at_20", "popularity_recall_at_20", "ndcg_at_100", "coverage_at_20"):
+        assert f" {figure}={info.metrics[figure]:.4g}" in summary, figure
+    (shown,) = call_json(server, "models", "--name", "clids")
+    assert shown["metrics"] == pytest.approx(info.metrics)
+    assert {"recall_at_50", "popularity_ndcg_at_100", "neighbour_genre_overlap"} <= set(
+        shown["metrics"]
+    )
 
 
 def test_search_finds_titles_with_or_without_accents(

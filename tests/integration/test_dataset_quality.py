@@ -19,6 +19,7 @@ from movie_embeddings_server import config, ranking, rows, training, worker
 from movie_embeddings_server.app import ServerConfig, create_server
 from movie_embeddings_server.catalogue import Catalogue
 from movie_embeddings_server.datasets import DatasetBuilder, DatasetStore, StoredDataset
+from movie_embeddings_server.errors import Cancelled
 from movie_embeddings_server.inference import ServedModel
 from movie_embeddings_server.store import Store
 
@@ -119,20 +120,36 @@ def test_the_dataset_defaults_beat_popularity_on_latent_tastes(staged: Path) -> 
     print(m)
 
 
-def test_the_figures_come_again_from_the_version_alone(staged: Path) -> None:
-    # What a benchmark does: the stored weights, catalogue and held-out watchers, the seed.
-    meta = _meta(staged)
+def _reloaded(staged: Path) -> tuple[ServedModel, rows.Likes, rows.Watchers]:
+    """What a benchmark does: the stored weights and catalogue, the held-out watchers."""
     with np.load(staged / "weights.npz") as npz:
         weights = dict(npz)
     catalogue = Catalogue.load(staged, len(weights["embedding"]))
     with np.load(staged / worker.HELDOUT) as held:
         likes = rows.Likes(held["indptr"], held["columns"], len(catalogue))
         watchers = rows.Watchers(held["watcher_ids"], held["age_years"], held["education"])
-    served = ServedModel("again", 1, weights, meta, catalogue)
+    return ServedModel("again", 1, weights, _meta(staged), catalogue), likes, watchers
+
+
+def test_the_figures_come_again_from_the_version_alone(staged: Path) -> None:
+    meta = _meta(staged)
+    served, likes, watchers = _reloaded(staged)
     again = ranking.evaluate(served, likes, watchers, meta["dataset"]["seed"])
     assert again == {f: meta["metrics"][f] for f in FIGURES}
     other_seed = ranking.evaluate(served, likes, watchers, meta["dataset"]["seed"] + 1)
     assert other_seed["recall_at_20"] != again["recall_at_20"]  # the fold-in is the seed's
+
+
+def test_a_stopped_evaluation_is_cancelled(staged: Path) -> None:
+    asked: list[bool] = []
+
+    def stopped() -> bool:
+        asked.append(True)
+        return True
+
+    with pytest.raises(Cancelled):
+        ranking.evaluate(*_reloaded(staged), seed=1, stopped=stopped)
+    assert asked == [True]  # before the first chunk of watchers
 
 
 def _signature_watchers(likes: rows.Likes, num_movies: int) -> set[int]:

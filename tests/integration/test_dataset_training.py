@@ -174,6 +174,45 @@ def test_a_stop_inside_an_epoch_cancels_and_stages_nothing(
     assert not (data_dir / "stopped").exists() or not list((data_dir / "stopped").iterdir())
 
 
+class _StopInValidation(training.StopSignal):
+    """Set as the first validation pass begins (its second attach: fit's, then evaluate's),
+    counting the TensorFlow calls that pass makes from then on."""
+
+    attached = 0
+    validation_calls = 0
+
+    def attach(self, model: Any) -> None:
+        self.attached += 1
+        if self.attached == 2:
+            run = model.test_function
+
+            def counted(iterator: Any) -> Any:
+                self.validation_calls += 1
+                return run(iterator)
+
+            model.test_function = counted
+            self.set()
+        super().attach(model)
+
+
+def test_a_stop_in_the_validation_pass_ends_it_within_one_tensorflow_call(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(training, "EXECUTION_WORK", 1)  # a step a call: ~6 validation calls
+    stop = _StopInValidation()
+    with pytest.raises(Cancelled):
+        worker.run_dataset(
+            Store(data_dir),
+            DatasetStore(data_dir),
+            "stopped-validating",
+            _source(seed=1),
+            dataclasses.replace(SMALL, batch_size=4),
+            lambda event: None,
+            stop,
+        )
+    assert stop.attached == 2 and stop.validation_calls == 1
+
+
 def _peak_rss(pid: int) -> int:
     """The most resident memory a process has had (bytes): its VmHWM, ru_maxrss to itself."""
     found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
