@@ -6,8 +6,9 @@ the notebook preset — and measures every method on the held-out watchers of th
 model's version (its heldout.npz), with the same fold-in the server measured its model with
 (DESIGN.md §6: likes are ratings >= 4, 20 % of the watchers held out, 80 % of each one's likes
 folded in, the other 20 % to find). EASE (Steck 2019) and implicit's ALS are tuned on a
-validation split of the training watchers (the one the server's early stopping uses) and
-refitted on all of them; they exist here only. Prints a Markdown table per seed and the mean.
+10 % validation split of the training watchers (the one the server's early stopping would
+use) and refitted on all of them, as ours trains on all of them; they exist here only.
+Prints a Markdown table per seed and the mean.
 
     python benchmarks/real_quality.py [--movielens DIR] [--seeds 1 2 3]
 
@@ -42,7 +43,7 @@ from movie_embeddings_server.worker import HELDOUT
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
 DATASET = "movielens"
 HOLDOUT = 0.2  # of the watchers (Liang et al. 2018 hold out 10-20 %; DESIGN.md §6 says 20 %)
-VALIDATION = 0.1  # of the training watchers, to tune EASE and ALS (as the server's default)
+VALIDATION = 0.1  # of the training watchers, to tune EASE and ALS
 EASE_LAMBDAS = (25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 EASE_MAX_SIDE = 20_000  # EASE inverts a min(watchers, movies)-square matrix
 ALS_GRID = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,9 @@ MAX_AGE_YEARS = 150.0
 # Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie
 # catalogue: 8 MiB per metric), so a query by movie id reads a row instead of searching.
 TABLE_MOVIES = 1024
+# Answers kept per version for repeated by-id queries (a few hundred bytes each); the memo
+# starts over once it holds this many.
+MEMO_ANSWERS = 16384
 WEIGHT_NAMES = ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias")
 
 
@@ -29,9 +32,9 @@ class Watchers:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)), in place. Clipped so exp never overflows float32 (sigmoid(-80) is
-    2e-35: 0 to Keras's precision)."""
-    np.clip(x, -80.0, 80.0, out=x)
+    """1 / (1 + exp(-x)), in place. Raised to -80 so exp never overflows float32 (sigmoid(-80)
+    is 2e-35: 0 to Keras's precision); large x need no bound, exp(-x) only underflows to 0."""
+    np.maximum(x, -80.0, out=x)
     np.negative(x, out=x)
     np.exp(x, out=x)
     x += 1.0
@@ -75,12 +78,24 @@ class ServedModel:
         self.age_mean = float(meta["age_mean"])
         self.age_std = float(meta["age_std"])
         # The embedding and the hidden layer are both linear before the relu, so one
-        # ((2 + movies) x hidden) matrix takes [age, education, ratings] to the hidden layer.
+        # ((2 + movies + 1) x hidden) matrix takes [age, education, ratings, 1] to the hidden
+        # layer (its last row: the bias). One watcher by liked ids then adds up rows of it
+        # instead of multiplying a (1, movies) row through it (59,047 movies: 0.01 ms, not 10).
         self.input_to_hidden = np.vstack(
-            [self.hidden_kernel[:2], self.embedding @ self.hidden_kernel[2:]]
+            [self.hidden_kernel[:2], self.embedding @ self.hidden_kernel[2:], self.hidden_bias]
         )
         self.rows = self.embedding.tolist()  # GetMovieVector answers with no numpy call
         self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # Whatever the serving layer keeps for repeated queries, keyed as it likes; it goes
+        # with the version.
+        self.memo: dict[Any, Any] = {}
+
+    def remember(self, key: Any, answer: Any) -> Any:
+        """Keep `answer` in the memo (bounded: it starts over when full) and return it."""
+        if len(self.memo) >= MEMO_ANSWERS:
+            self.memo.clear()
+        self.memo[key] = answer
+        return answer
 
     @property
     def num_movies(self) -> int:
@@ -169,7 +184,7 @@ class ServedModel:
         x[:, 0] = (watchers.age_years - self.age_mean) / self.age_std if self.has_age else 0.0
         x[:, 1] = watchers.education if self.has_education else 0.0
         x[:, 2:] = watchers.ratings
-        hidden = x @ self.input_to_hidden
+        hidden = x @ self.input_to_hidden[:-1]
         hidden += self.hidden_bias
         np.maximum(hidden, 0.0, out=hidden)
         logits = hidden @ self.output_kernel
@@ -192,32 +207,39 @@ class ServedModel:
         for i, (row, ids, age, level) in enumerate(
             zip(ratings, liked, age_years, education, strict=True)
         ):
-            # Checked here on Python values: cheaper than arrays for the usual few watchers.
-            if not 0 <= age <= MAX_AGE_YEARS:  # False for NaN too
-                raise InvalidArgument(
-                    f"watchers[{i}].age_years",
-                    f"must be finite and in [0, {MAX_AGE_YEARS:g}], got {age:g}",
-                )
-            if level < 0:
-                raise InvalidArgument(f"watchers[{i}].education", f"must be >= 0, got {level}")
-            if row and ids:
-                raise InvalidArgument(f"watchers[{i}]", "set ratings or liked_movie_ids, not both")
+            self._check_watcher(i, row, ids, age, level)
             if row:
-                if len(row) != self.num_movies:
-                    raise InvalidArgument(
-                        f"watchers[{i}].ratings",
-                        f"must have {self.num_movies} values (one per movie), got {len(row)}",
-                    )
                 matrix[i] = row
                 rated.append(i)
             elif ids:
-                if self.catalogue.is_identity and all(0 <= m < self.num_movies for m in ids):
-                    matrix[i, ids] = 1.0
-                else:
-                    field = f"watchers[{i}].liked_movie_ids"
-                    matrix[i, self.catalogue.rows(field, np.asarray(ids))] = 1.0
+                matrix[i, self._liked_rows(i, ids)] = 1.0
         _check_ratings(matrix[rated], lambda row: f"watchers[{rated[row]}].ratings")
         return Watchers(matrix, np.asarray(age_years, np.float32), np.asarray(education))
+
+    def _check_watcher(
+        self, i: int, ratings: Sequence[float], ids: Sequence[int], age: float, level: int
+    ) -> None:
+        """Bounds of watcher i, checked on Python values: cheaper than arrays for a few."""
+        if not 0 <= age <= MAX_AGE_YEARS:  # False for NaN too
+            raise InvalidArgument(
+                f"watchers[{i}].age_years",
+                f"must be finite and in [0, {MAX_AGE_YEARS:g}], got {age:g}",
+            )
+        if level < 0:
+            raise InvalidArgument(f"watchers[{i}].education", f"must be >= 0, got {level}")
+        if ratings and ids:
+            raise InvalidArgument(f"watchers[{i}]", "set ratings or liked_movie_ids, not both")
+        if ratings and len(ratings) != self.num_movies:
+            raise InvalidArgument(
+                f"watchers[{i}].ratings",
+                f"must have {self.num_movies} values (one per movie), got {len(ratings)}",
+            )
+
+    def _liked_rows(self, i: int, ids: list[int]) -> list[int]:
+        """The rows of watcher i's liked movie ids."""
+        if self.catalogue.is_identity and (not ids or 0 <= min(ids) <= max(ids) < len(self.rows)):
+            return ids
+        return self.catalogue.rows(f"watchers[{i}].liked_movie_ids", np.asarray(ids)).tolist()
 
     @staticmethod
     def _check_watchers(watchers: Watchers, where: str = "watchers[{row}].{field}") -> None:
@@ -260,9 +282,51 @@ class ServedModel:
     def reconstruct(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities per watcher, and the rows of its top_k likeliest movies not liked
         (rating < 0.5)."""
+        probabilities, padded = self.reconstruct_padded(watchers, top_k)
+        if not top_k:
+            return probabilities, []
+        return probabilities, [row[row >= 0] for row in padded]
+
+    def reconstruct_padded(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`reconstruct` with the recommended rows as one (watchers, top_k) matrix, -1 where a
+        watcher has fewer than top_k movies not liked."""
         if top_k < 0:
             raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
         probabilities = self.forward(watchers)
-        if not top_k:
-            return probabilities, []
-        return probabilities, search.top_k_rows(probabilities, top_k, watchers.ratings >= 0.5)
+        return probabilities, search.top_k_padded(probabilities, top_k, watchers.ratings >= 0.5)
+
+    def reconstruct_one(
+        self,
+        ratings: list[float],
+        liked: list[int],
+        age_years: float,
+        education: int,
+        top_k: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`reconstruct` of one watcher: probabilities (movies,) and the rows of its top_k
+        likeliest movies not liked, in about fifteen numpy calls on vectors (each costs a
+        microsecond or two here, a 1 x 80 product no more). The hidden layer adds up the
+        folded rows of the rated movies, the features' rows and the bias row."""
+        self._check_watcher(0, ratings, liked, age_years, education)
+        age = (age_years - self.age_mean) / self.age_std if self.has_age else 0.0
+        level = education if self.has_education else 0
+        # Only the rows of rated movies enter the sum, in the same order for ratings and for
+        # liked ids: a watcher described either way gets the very same floats.
+        if ratings:
+            values = np.array(ratings, np.float32)
+            _check_ratings(values[None], lambda _: "watchers[0].ratings")
+            rows = np.flatnonzero(values).tolist()
+            weights = values[rows].tolist()
+            excluded = np.flatnonzero(values >= 0.5).tolist()
+        else:
+            rows = excluded = sorted(set(self._liked_rows(0, liked)))  # liked twice: once
+            weights = [1.0] * len(rows)
+        x = np.array([age, level, *weights, 1.0], np.float32)
+        hidden = x @ self.input_to_hidden[[0, 1, *[r + 2 for r in rows], self.num_movies + 2]]
+        if top_k < 0:
+            raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
+        np.maximum(hidden, 0.0, out=hidden)
+        logits = hidden @ self.output_kernel
+        logits += self.output_bias
+        probabilities = _sigmoid(logits)
+        return probabilities, search.top_k(probabilities, top_k, excluded)

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -20,6 +21,12 @@ from . import errors
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# Set (to anything but ""), each successful answer's trailing metadata also carries
+# `handler-cpu-us`: the CPU time its handler thread spent in our code (wrapper included), read
+# by benchmarks/serve_bench.py. Read once at import, so that unset it costs nothing per call.
+HANDLER_CPU_ENV = "MOVIE_EMBEDDINGS_HANDLER_CPU"
+HANDLER_CPU = bool(os.environ.get(HANDLER_CPU_ENV))
 
 # Domain error -> status code: the only place this mapping lives on the server.
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
@@ -56,46 +63,88 @@ def abort(context: grpc.ServicerContext, exc: Exception, code: grpc.StatusCode) 
     context.abort_with_status(rpc_status.to_status(status))
 
 
+def _code(exc: BaseException) -> grpc.StatusCode:
+    """The status code a call ends with when `exc` leaves its handler."""
+    if isinstance(exc, tuple(STATUS_OF)):
+        return status_of(exc)  # type: ignore[arg-type]
+    if isinstance(exc, GeneratorExit):  # a stream whose caller went away
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL
+
+
+def _fail(context: grpc.ServicerContext, name: str, exc: BaseException) -> grpc.StatusCode:
+    """End the call for `exc`: domain errors with their status codes (the abort raises),
+    anything else INTERNAL (never UNKNOWN, never a traceback to the client); returns the code
+    only for a stream whose caller went away."""
+    code = _code(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", name)  # the traceback stays in the server's log
+        context.abort(code, f"{name}: internal error (see the server log)")
+    elif code != grpc.StatusCode.CANCELLED:
+        abort(context, exc, code)  # type: ignore[arg-type]
+    return code
+
+
+def _record(servicer: Served, name: str, code: grpc.StatusCode, started: float) -> None:
+    """The call's log line (every failed call; with --access-log every call, ~10 us each)
+    and metrics."""
+    seconds = time.perf_counter() - started
+    if servicer.access_log or code != grpc.StatusCode.OK:
+        log.info("%s %s %.2f ms", name, code.name, seconds * 1000)
+    if servicer.metrics:
+        servicer.metrics.call(name, code.name, seconds)
+
+
 @contextlib.contextmanager
 def _rpc(servicer: Served, name: str, context: grpc.ServicerContext) -> Iterator[None]:
-    """One call: domain errors become their status codes, anything else INTERNAL (never
-    UNKNOWN, never a traceback to the client). The answer's trailing metadata names the
-    server (`server-id`: which replica answered). A log line with the code and duration
-    for every failed call, and with --access-log for every call (~10 us each)."""
+    """One streaming call: failures as `_fail` ends them, the answer's trailing metadata
+    naming the server (`server-id`: which replica answered), `_record`."""
     started = time.perf_counter()
     code = grpc.StatusCode.OK
     context.set_trailing_metadata(servicer.trailing_metadata)
     try:
         yield
-    except tuple(STATUS_OF) as exc:
-        code = status_of(exc)
-        abort(context, exc, code)
-    except GeneratorExit:  # a stream whose caller went away
-        code = grpc.StatusCode.CANCELLED
+    except (Exception, GeneratorExit) as exc:
+        code = _code(exc)
+        _fail(context, name, exc)
         raise
-    except Exception:
-        code = grpc.StatusCode.INTERNAL
-        log.exception("%s failed", name)  # the traceback stays in the server's log
-        context.abort(code, f"{name}: internal error (see the server log)")
     finally:
-        seconds = time.perf_counter() - started
-        if servicer.access_log or code != grpc.StatusCode.OK:
-            log.info("%s %s %.2f ms", name, code.name, seconds * 1000)
-        if servicer.metrics:
-            servicer.metrics.call(name, code.name, seconds)
+        _record(servicer, name, code, started)
 
 
 def handler(fn: Callable) -> Callable:
-    """Run each call of an RPC method inside `_rpc`."""
+    """Run each call of an RPC method as `_rpc` does; a unary one without a context manager,
+    whose few microseconds count against a ~40 us handler."""
+    name = fn.__name__
 
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        with _rpc(self, fn.__name__, context):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        context.set_trailing_metadata(self.trailing_metadata)
+        try:
             return fn(self, request, context)
+        except Exception as exc:
+            code = _code(exc)
+            _fail(context, name, exc)
+            raise
+        finally:
+            if self.access_log or self.metrics or code != grpc.StatusCode.OK:
+                _record(self, name, code, started)
+
+    @functools.wraps(fn)
+    def timed(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.thread_time()
+        answer = unary(self, request, context)
+        used = f"{(time.thread_time() - started) * 1e6:.1f}"
+        context.set_trailing_metadata((*self.trailing_metadata, ("handler-cpu-us", used)))
+        return answer
 
     @functools.wraps(fn)
     def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _rpc(self, fn.__name__, context):
+        with _rpc(self, name, context):
             yield from fn(self, request, context)
 
-    return streaming if inspect.isgeneratorfunction(fn) else unary
+    if inspect.isgeneratorfunction(fn):
+        return streaming
+    return timed if HANDLER_CPU else unary

@@ -31,17 +31,17 @@ SMALL = 4096  # up to this many rows a full stable sort is cheaper than anything
 _SAMPLE = 1024  # scores sampled to guess a threshold that keeps a few times k candidates
 
 
-def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray) -> np.ndarray:
+def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray | list[int]) -> np.ndarray:
     """Indices of the k best rows not in `excluded`, best first, ties by lower index.
 
     Exact. Large arrays avoid sorting or partitioning everything: a threshold read off a
     strided sample keeps a few times k candidates (all scores >= it, so every tie at the
     k-th score too), and only those are sorted; if too few pass, all are ranked.
     """
-    scores = row_scores.astype(np.float64)  # a copy; excluded rows become -inf in it
-    scores[excluded] = -np.inf
-    n = len(scores)
+    n = len(row_scores)
     if n > SMALL and k < n // 64:
+        scores = row_scores.astype(np.float64)  # a copy; excluded rows become -inf in it
+        scores[excluded] = -np.inf
         sample = scores[:: n // _SAMPLE]
         rank = min(len(sample) - 1, max(4 * k, 64) * len(sample) // n)
         threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
@@ -49,19 +49,52 @@ def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray) -> np.ndarray:
         if threshold > -np.inf and len(candidates) >= k:
             order = np.lexsort((candidates, -scores[candidates]))[:k]
             return candidates[order]
-    available = n - np.count_nonzero(scores == -np.inf)
-    return np.argsort(-scores, kind="stable")[: min(k, available)]
+    # Negated (exact in any float type) so that a stable ascending sort puts ties by lower
+    # index; excluded rows, and any scored -inf, go last as +inf and are cut off.
+    negated = -row_scores
+    negated[excluded] = np.inf
+    order = np.argsort(negated, kind="stable")[:k]
+    if len(order) and negated[order[-1]] == np.inf:
+        order = order[: np.count_nonzero(negated[order] < np.inf)]
+    return order
 
 
 def top_k_rows(scores: np.ndarray, k: int, excluded: np.ndarray) -> list[np.ndarray]:
     """top_k of every row of `scores`, `excluded` a boolean mask of the same shape."""
-    if scores.shape[1] > SMALL:
-        return [
-            top_k(row, k, np.flatnonzero(mask)) for row, mask in zip(scores, excluded, strict=True)
-        ]
-    masked = np.where(excluded, -np.inf, scores.astype(np.float64))
-    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
-    available = scores.shape[1] - excluded.sum(axis=1)
-    return [
-        row[:count] for row, count in zip(order, np.minimum(available, k).tolist(), strict=True)
-    ]
+    padded = top_k_padded(scores, k, excluded)
+    counts = np.minimum(scores.shape[1] - excluded.sum(axis=1), padded.shape[1]).tolist()
+    return [row[:count] for row, count in zip(padded, counts, strict=True)]
+
+
+# Subtracted from an excluded score's key (keys are within +-2^43): below every other key.
+_EXCLUDED = np.int64(1 << 50)
+
+
+def top_k_padded(scores: np.ndarray, k: int, excluded: np.ndarray) -> np.ndarray:
+    """top_k of every row of `scores` as a (rows, min(k, columns)) matrix, -1 where a row has
+    fewer than k rows not excluded; `excluded` a boolean mask of the same shape."""
+    n = scores.shape[1]
+    k = min(k, n)
+    if n > SMALL:
+        out = np.full((len(scores), k), -1, dtype=np.int64)
+        for i, (row, mask) in enumerate(zip(scores, excluded, strict=True)):
+            chosen = top_k(row, k, np.flatnonzero(mask))
+            out[i, : len(chosen)] = chosen
+        return out
+    if scores.dtype != np.float32:
+        masked = np.where(excluded, -np.inf, scores.astype(np.float64))
+        order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+        return np.where(np.take_along_axis(excluded, order, 1), -1, order)
+    # float32 scores as integers in the same order, times 4096 plus (4095 - column): unique
+    # keys, larger for a higher score and then a lower column, that carry their column. A
+    # partition and a sort of the keys themselves pick exactly what a stable sort of the
+    # scores would, several times faster than that argsort (1,000 x 80: ~1 ms, not 3-4).
+    bits = scores.view(np.int32)
+    keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
+    keys <<= 12
+    keys += np.arange(SMALL - 1, SMALL - 1 - n, -1)
+    keys -= excluded * _EXCLUDED  # a product: ~4x faster than a masked assignment
+    best = np.partition(keys, n - k, axis=1)[:, n - k :] if 0 < k < n else keys[:, n - k :]
+    best.sort(axis=1)
+    best = best[:, ::-1]
+    return np.where(best < -_EXCLUDED // 2, -1, (SMALL - 1) - (best & (SMALL - 1)))

@@ -45,18 +45,41 @@ METRIC_NAMES = {
 }
 
 
+# By-id answers with k up to this are kept in the version's memo; larger ones are rare and big.
+MEMO_MAX_K = 100
+
+
 def _ref(served: ServedModel) -> pb.ModelRef:
     return pb.ModelRef(name=served.name, version=served.version)
 
 
-def _recommendations(
-    catalogue: Catalogue, probabilities: list[float], chosen: np.ndarray
-) -> list[pb.Recommendation]:
-    """The chosen rows as recommendations: the catalogue's ids, probabilities, titles."""
-    return [
-        pb.Recommendation(movie_id=m, probability=probabilities[r], title=catalogue.title(r))
-        for m, r in zip(catalogue.ids(chosen).tolist(), chosen.tolist(), strict=True)
-    ]
+def _packed_floats(values: np.ndarray) -> bytes:
+    """Field 1 as a packed `repeated float` on the wire. Parsing it is a copy, where filling
+    the field from Python floats costs ~1 us per 30 values (2 ms for 59,047 movies)."""
+    data = values.astype("<f4", copy=False).tobytes()
+    head, size = bytearray(b"\x0a"), len(data)  # field 1, length-delimited
+    while size > 0x7F:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + data
+
+
+def _add_reconstruction(
+    response: pb.ReconstructResponse,
+    catalogue: Catalogue,
+    probabilities: np.ndarray,
+    chosen: np.ndarray,
+) -> None:
+    """One watcher's probabilities and its chosen rows as recommendations (the catalogue's
+    ids, probabilities, titles)."""
+    reconstruction = response.reconstructions.add()
+    reconstruction.MergeFromString(_packed_floats(probabilities))  # probabilities: field 1
+    add = reconstruction.recommendations.add  # builds in place: extend would copy each
+    for m, r, p in zip(
+        catalogue.ids(chosen).tolist(), chosen.tolist(), probabilities[chosen].tolist(), strict=True
+    ):
+        add(movie_id=m, probability=p, title=catalogue.title(r))
 
 
 def model_info(served: ServedModel) -> pb.ModelInfo:
@@ -182,12 +205,18 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
         self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext
     ) -> pb.GetMovieVectorResponse:
         served = self._model(request.model)
+        key = ("vector", request.movie_id)
+        if (answer := served.memo.get(key)) is not None:
+            return answer
         row = served.catalogue.row("movie_id", request.movie_id)
-        return pb.GetMovieVectorResponse(
-            movie_id=request.movie_id,
-            vector=served.rows[row],
-            model=_ref(served),
-            title=served.catalogue.title(row),
+        return served.remember(
+            key,
+            pb.GetMovieVectorResponse(
+                movie_id=request.movie_id,
+                vector=served.rows[row],
+                model=_ref(served),
+                title=served.catalogue.title(row),
+            ),
         )
 
     @handler
@@ -216,6 +245,17 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
     ) -> pb.NearestMoviesResponse:
         served = self._model(request.model)
         query = request.WhichOneof("query")
+        if query != "movie_id" or request.exclude_movie_ids or request.k > MEMO_MAX_K:
+            return self._nearest(served, request, query)
+        key = ("nearest", request.movie_id, request.k, request.metric)
+        if (answer := served.memo.get(key)) is not None:
+            return answer
+        return served.remember(key, self._nearest(served, request, query))
+
+    @staticmethod
+    def _nearest(
+        served: ServedModel, request: pb.NearestMoviesRequest, query: str | None
+    ) -> pb.NearestMoviesResponse:
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
         rows, scores = served.nearest(
@@ -245,27 +285,26 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
         if request.HasField("batch"):
             return self._reconstruct_batch(served, request)
         ws = request.watchers
+        response = pb.ReconstructResponse(model=_ref(served))
+        if len(ws) == 1:
+            (w,) = ws
+            probabilities, chosen = served.reconstruct_one(
+                list(w.ratings), list(w.liked_movie_ids), w.age_years, w.education, request.top_k
+            )
+            _add_reconstruction(response, served.catalogue, probabilities, chosen)
+            return response
         watchers = served.make_watchers(
             [list(w.ratings) for w in ws],
             [list(w.liked_movie_ids) for w in ws],
             [w.age_years for w in ws],
             [w.education for w in ws],
         )
-        probabilities, recommended = served.reconstruct(watchers, request.top_k)
-        catalogue = served.catalogue
-        rows = probabilities.tolist()  # Python floats fill protobuf fields fastest
-        return pb.ReconstructResponse(
-            reconstructions=[
-                pb.Reconstruction(
-                    probabilities=row,
-                    recommendations=_recommendations(catalogue, row, recommended[i])
-                    if recommended
-                    else (),
-                )
-                for i, row in enumerate(rows)
-            ],
-            model=_ref(served),
-        )
+        matrix, recommended = served.reconstruct(watchers, request.top_k)
+        nothing = np.empty(0, np.int64)
+        for i, probabilities in enumerate(matrix):
+            chosen = recommended[i] if recommended else nothing
+            _add_reconstruction(response, served.catalogue, probabilities, chosen)
+        return response
 
     @staticmethod
     def _reconstruct_batch(
@@ -275,17 +314,18 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
         if request.watchers:
             raise errors.InvalidArgument("batch", "set watchers or batch, not both")
         batch = request.batch
-        if len(batch.ratings) % 4:
+        ratings = batch.ratings  # each read of a bytes field is a copy
+        if len(ratings) % 4:
             raise errors.InvalidArgument("batch.ratings", "must be whole float32 values (4 bytes)")
         watchers = served.dense_watchers(
-            np.frombuffer(batch.ratings, dtype="<f4"),
+            np.frombuffer(ratings, dtype="<f4"),
             np.asarray(batch.age_years, dtype=np.float32),
             np.asarray(batch.education, dtype=np.int64),
         )
-        probabilities, recommended = served.reconstruct(watchers, request.top_k)
+        probabilities, rows = served.reconstruct_padded(watchers, request.top_k)
         ids = np.full((len(probabilities), request.top_k), -1, dtype="<i4")
-        for row, chosen in zip(ids, recommended, strict=True) if recommended else ():
-            row[: len(chosen)] = served.catalogue.ids(chosen)
+        found = rows >= 0
+        ids[:, : rows.shape[1]][found] = served.catalogue.ids(rows[found])
         return pb.ReconstructResponse(
             batch=pb.ReconstructionBatch(
                 probabilities=probabilities.astype("<f4").tobytes(),

@@ -17,7 +17,7 @@ import pytest
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
-from movie_embeddings_server import config, search, trainer, training, worker
+from movie_embeddings_server import config, rows, search, trainer, training, worker
 from movie_embeddings_server.app import ServerConfig, create_server
 from movie_embeddings_server.catalogue import Catalogue
 from movie_embeddings_server.datasets import DatasetBuilder, DatasetStore, StoredDataset
@@ -26,7 +26,10 @@ from movie_embeddings_server.store import Store
 
 GROUPS = 5
 SMALL = config.resolve_training(
-    {"epochs": 3, "embedding_dim": 8, "hidden_units": 32, "learning_rate": 0.02, "batch_size": 32},
+    {
+        **{"epochs": 3, "embedding_dim": 8, "hidden_units": 32, "learning_rate": 0.02},
+        **{"batch_size": 32, "validation_fraction": 0.1},
+    },
     source="dataset",
 )
 
@@ -95,7 +98,7 @@ def test_progress_comes_inside_each_epoch_with_step_and_steps(trained: Any) -> N
         within = [e for e in events if e.epoch == epoch]
         assert [e.step for e in within] == list(range(1, steps + 1))
         assert all(math.isnan(e.val_loss) for e in within[:-1])
-        assert math.isfinite(within[-1].val_loss)  # the dataset preset's validation split
+        assert math.isfinite(within[-1].val_loss)  # SMALL's validation split
     meta = json.loads((staged / "metadata.json").read_text())
     assert [h["step"] for h in meta["history"]] == [steps] * SMALL.epochs  # epoch ends only
 
@@ -172,6 +175,26 @@ def test_a_stop_inside_an_epoch_cancels_and_stages_nothing(
         )
     assert len(seen) <= 2 and seen[0].step < seen[0].steps  # stopped within a step or two
     assert not (data_dir / "stopped").exists() or not list((data_dir / "stopped").iterdir())
+
+
+def test_early_stopping_keeps_the_epoch_of_the_best_validation_ndcg(data_dir: Path) -> None:
+    spec = dataclasses.replace(
+        SMALL, epochs=30, validation_fraction=0.2, early_stopping_patience=3, learning_rate=0.05
+    )
+    prepared = rows.prepare(DatasetStore(data_dir).load("tastes", 1), _source(seed=5))
+    trained = training.train_sparse(prepared, spec, seed=5)
+    assert trained.best_epoch < len(trained.history) <= 30  # stopped early, then restored
+    assert len(trained.history) - trained.best_epoch == 3
+    # Measured again on the restored weights: the kept epoch's figure.
+    _, validation = prepared.validation_split(spec.validation_fraction, 5)
+    assert validation is not None
+    again = training.validation_ranking(validation, 5)
+    again.set_model(trained.model)
+    trained.model.stop_training = False  # as EarlyStopping left it: the next fit resets it
+    logs: dict[str, float] = {}
+    again.on_epoch_end(0, logs)
+    assert trained.val_ndcg_at_100 == pytest.approx(logs["val_ndcg_at_100"], abs=1e-6)
+    assert 0 < logs["val_ndcg_at_100"] <= 1
 
 
 class _StopInValidation(training.StopSignal):

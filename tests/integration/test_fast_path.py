@@ -7,6 +7,7 @@ import pytest
 
 import movie_embeddings as me
 from movie_embeddings_server import config
+from movie_embeddings_server.inference import TABLE_MOVIES
 from movie_embeddings_server.store import KERAS_MODEL
 
 
@@ -111,3 +112,70 @@ def test_nearest_movies_rank_the_keras_kernel(
             scores = np.array([n.score for n in by_id])
             np.testing.assert_allclose(scores, brute[[n.movie_id for n in by_id]], atol=1e-5)
             assert np.all(np.diff(scores) <= 1e-6)  # best first
+
+
+@pytest.fixture(scope="module")
+def large(inproc) -> me.ModelRef:
+    """A version over more movies than a ranking table is built for (TABLE_MOVIES)."""
+    synthetic = config.resolve_synthetic(
+        {"num_watchers": 200, "num_movies": TABLE_MOVIES + 76, "seed": 4}
+    )
+    served = inproc.running.trainer.train(
+        "fastpath-large", synthetic, config.resolve_training({"epochs": 1})
+    )
+    return me.ModelRef(served.name, served.version)
+
+
+def _reference_top_k(probabilities: np.ndarray, liked: list[int], k: int) -> list[int]:
+    """The k likeliest movies not liked, ties by lower id: a full stable sort."""
+    order = np.lexsort((np.arange(len(probabilities)), -probabilities.astype(np.float64)))
+    return [int(m) for m in order if m not in set(liked)][:k]
+
+
+def test_one_watcher_by_liked_ids_is_the_keras_model(
+    inproc, inproc_client: me.Client, versions: list[me.ModelRef], large: me.ModelRef
+) -> None:
+    """The single-watcher path adds up folded rows: the Keras output within 1e-5 over the
+    dense row, and the reference top-k order, small and large catalogues alike."""
+    for ref in [*versions, large]:
+        info = inproc_client.get_model(ref)
+        model = _keras(inproc, ref)
+        n = info.num_movies
+        rng = np.random.default_rng(ref.version)
+        for liked in ([], [0], rng.choice(n, 20, replace=False).tolist(), [n - 1, 3, 3]):
+            ratings = np.zeros((1, n), np.float32)
+            ratings[0, liked] = 1
+            age, education = float(rng.uniform(15, 70)), int(rng.integers(0, 6))
+            features = np.array([[(age - info.age_mean) / info.age_std, education]], np.float32)
+            expected = model([ratings, features]).numpy()[0]
+            got = inproc_client.reconstruct(
+                liked, age_years=age, education=education, top_k=10, model=ref
+            )
+            np.testing.assert_allclose(got.probabilities, expected, atol=1e-5)
+            assert [r.movie_id for r in got.recommendations] == _reference_top_k(
+                got.probabilities, liked, 10
+            )
+            dense = inproc_client.reconstruct(
+                ratings=ratings[0], age_years=age, education=education, top_k=10, model=ref
+            )
+            np.testing.assert_allclose(dense.probabilities, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean"])
+def test_nearest_movies_of_a_large_catalogue_rank_the_keras_kernel(
+    inproc, inproc_client: me.Client, large: me.ModelRef, metric: str
+) -> None:
+    """Past TABLE_MOVIES a query by id searches, and its answer is kept: the first and the
+    kept answer are the same, in the order a search by that movie's vector gives."""
+    kernel = _keras(inproc, large).get_layer("embedding").kernel.numpy()
+    for movie in (0, 700, len(kernel) - 1):
+        first = inproc_client.nearest_movies(movie, k=12, metric=metric, model=large)
+        kept = inproc_client.nearest_movies(movie, k=12, metric=metric, model=large)
+        by_vector = inproc_client.nearest_movies(
+            vector=kernel[movie], k=12, metric=metric, model=large, exclude=[movie]
+        )
+        assert first == kept
+        assert [n.movie_id for n in first] == [n.movie_id for n in by_vector]
+        np.testing.assert_allclose(
+            [n.score for n in first], [n.score for n in by_vector], atol=1e-6
+        )

@@ -205,18 +205,16 @@ def test_validation_split_must_leave_watchers_on_both_sides(
 def test_a_dataset_default_preset_of_its_own() -> None:
     spec = config.resolve_training({}, source="dataset")
     assert spec.preset == "default"
-    assert (spec.embedding_dim, spec.hidden_units, spec.input_dropout) == (64, 256, 0.5)
+    assert (spec.embedding_dim, spec.hidden_units, spec.input_dropout) == (200, 600, 0.5)
     # Glorot, not zeros: a zero kernel with absent features passes no gradient (DESIGN §6).
     assert spec.embedding_initializer == "glorot_uniform"
     assert (spec.learning_rate, spec.learning_rate_schedule, spec.embedding_l2) == (
-        0.001,
-        "constant",
-        0,
+        0.003,
+        "cosine",
+        1e-5,
     )
-    # Early stopping on a validation split, patient enough to pass the popularity plateau.
-    assert spec.validation_fraction > 0
-    assert spec.early_stopping_patience >= 30
-    assert spec.epochs > 100
+    # Every training watcher is fitted: a fixed, decaying schedule, no early stopping.
+    assert (spec.epochs, spec.validation_fraction, spec.early_stopping_patience) == (50, 0, 0)
     assert config.resolve_training({}).input_dropout == 0  # synthetic data: none
 
 
@@ -226,7 +224,7 @@ def test_the_notebook_preset_is_the_notebook_for_any_source() -> None:
 
 def test_given_fields_override_the_dataset_preset() -> None:
     spec = config.resolve_training({"input_dropout": 0.0, "epochs": 2}, source="dataset")
-    assert (spec.input_dropout, spec.epochs, spec.hidden_units) == (0.0, 2, 256)
+    assert (spec.input_dropout, spec.epochs, spec.hidden_units) == (0.0, 2, 600)
 
 
 @pytest.mark.parametrize(("bad", "good"), [(-0.1, 0.0), (1.0, 0.99), (float("nan"), 0.5)])
@@ -347,7 +345,7 @@ SPLIT = config.SyntheticSpec(num_watchers=0, seed=1)
         (
             lambda: config.resolve_training({"early_stopping_patience": 3}),
             "training.early_stopping_patience",
-            "needs validation_fraction > 0 (it watches val_loss)",
+            "needs validation_fraction > 0 (it watches the validation split)",
         ),
         (
             lambda: config.check_split(

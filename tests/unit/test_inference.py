@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from movie_embeddings_server import errors
-from movie_embeddings_server.inference import ServedModel, Watchers
+from movie_embeddings_server import errors, inference
+from movie_embeddings_server.catalogue import Catalogue
+from movie_embeddings_server.inference import WEIGHT_NAMES, ServedModel, Watchers
 
 MOVIES = 12
 DIM = 4
@@ -412,7 +413,7 @@ def test_reconstruct_negative_top_k_is_invalid(model: ServedModel) -> None:
 def test_weights_are_copied_to_float32(weights) -> None:
     as64 = {k: v.astype(np.float64) for k, v in weights.items()}
     model = ServedModel("m", 1, as64, META)
-    for name in ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias"):
+    for name in (*WEIGHT_NAMES, "input_to_hidden"):
         assert getattr(model, name).dtype == np.float32
 
 
@@ -589,3 +590,77 @@ def test_huge_logits_saturate_at_sigmoid_of_80_without_overflow(weights) -> None
     got = model.forward(Watchers(np.zeros((1, MOVIES), np.float32), np.ones(1), np.ones(1)))
     assert got[0, 0] == np.float32(1) / (np.float32(1) + np.exp(np.float32(80)))
     assert got[0, 1] == 1.0
+
+
+@pytest.mark.parametrize("top_k", [0, 3, MOVIES])
+def test_one_watcher_answers_as_the_dense_pass(model: ServedModel, weights, top_k: int) -> None:
+    """reconstruct_one adds up folded rows for liked ids: the same probabilities (1e-6) and
+    the same recommendations as the (1, movies) pass of `reconstruct`, for liked ids and for
+    ratings, duplicates and no likes included."""
+    ratings = np.zeros(MOVIES, np.float32)
+    ratings[[1, 4, 7]] = [1.0, 0.5, 0.2]  # 0.5 is liked, 0.2 is not
+    for liked, rated in (([3, 0, 9, 3], []), ([], []), ([], ratings.tolist())):
+        probabilities, chosen = model.reconstruct_one(rated, liked, 41.0, 3, top_k)
+        dense = model.make_watchers([rated], [liked], [41.0], [3])
+        want, recommended = model.reconstruct(dense, top_k)
+        np.testing.assert_allclose(probabilities, want[0], atol=1e-6)
+        reference = _reference_forward(weights, dense.ratings, [41.0], [3])[0]
+        np.testing.assert_allclose(probabilities, reference, atol=1e-5)
+        assert chosen.tolist() == (recommended[0].tolist() if top_k else [])
+
+
+def test_one_watcher_in_a_catalogue_of_own_ids(weights) -> None:
+    ids = np.arange(MOVIES) * 7 + 100
+    own = ServedModel("m", 1, weights, dict(META), Catalogue(ids))
+    probabilities, chosen = own.reconstruct_one([], [107, 121], 30.0, 1, 4)
+    dense = own.make_watchers([[]], [[107, 121]], [30.0], [1])
+    want, recommended = own.reconstruct(dense, 4)
+    np.testing.assert_allclose(probabilities, want[0], atol=1e-6)
+    assert chosen.tolist() == recommended[0].tolist()
+    assert not {1, 3} & set(chosen.tolist())
+    with pytest.raises(errors.NotFound, match=r"watchers\[0\]\.liked_movie_ids"):
+        own.reconstruct_one([], [107, 108], 30.0, 1, 4)
+
+
+@pytest.mark.parametrize(
+    ("ratings", "liked", "age", "education", "top_k", "field"),
+    [
+        ([], [1], -1.0, 0, 1, "watchers[0].age_years"),
+        ([], [1], 30.0, -1, 1, "watchers[0].education"),
+        ([0.0] * MOVIES, [1], 30.0, 0, 1, "watchers[0]"),
+        ([0.0] * (MOVIES - 1), [], 30.0, 0, 1, "watchers[0].ratings"),
+        ([float("nan")] * MOVIES, [], 30.0, 0, 1, "watchers[0].ratings"),
+        ([], [-1], 30.0, 0, 1, "watchers[0].liked_movie_ids"),
+        ([], [1], 30.0, 0, -1, "top_k"),
+    ],
+)
+def test_one_watcher_is_checked_as_many_are(
+    model: ServedModel, ratings, liked, age: float, education: int, top_k: int, field: str
+) -> None:
+    with pytest.raises(errors.InvalidArgument) as one:
+        model.reconstruct_one(ratings, liked, age, education, top_k)
+    with pytest.raises(errors.InvalidArgument) as many:
+        model.reconstruct(model.make_watchers([ratings], [liked], [age], [education]), top_k)
+    assert one.value.field == many.value.field == field
+
+
+def test_the_memo_keeps_answers_and_starts_over_when_full(
+    model: ServedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inference, "MEMO_ANSWERS", 3)
+    for i in range(3):
+        assert model.remember(("k", i), i) == i
+    assert model.memo == {("k", 0): 0, ("k", 1): 1, ("k", 2): 2}
+    model.remember(("k", 3), 3)
+    assert model.memo == {("k", 3): 3}
+
+
+def test_one_watcher_by_liked_ids_or_by_0_1_ratings_gets_the_same_floats(
+    model: ServedModel,
+) -> None:
+    ratings = np.zeros(MOVIES, np.float32)
+    ratings[[2, 5, 11]] = 1
+    by_ids = model.reconstruct_one([], [11, 2, 5], 33.0, 2, 4)
+    by_ratings = model.reconstruct_one(ratings.tolist(), [], 33.0, 2, 4)
+    np.testing.assert_array_equal(by_ids[0], by_ratings[0])
+    assert by_ids[1].tolist() == by_ratings[1].tolist()

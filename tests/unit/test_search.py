@@ -191,3 +191,20 @@ def test_top_k_rows_equals_top_k_of_each_row(movies: int) -> None:
     for row, mask, got in zip(scores, excluded, rows, strict=True):
         assert got.tolist() == _brute_order(row, 10, np.flatnonzero(mask)).tolist()
     assert len(rows[0]) == 0 and len(rows[1]) == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [0, 1, 7, 40, 45])
+def test_top_k_padded_is_a_stable_sort_with_minus_one_pads(dtype: type, k: int) -> None:
+    """The float32 path partitions integer keys instead of sorting: the same order, ties by
+    lower index, negative scores included, -1 past a row's candidates."""
+    rng = np.random.default_rng(k)
+    scores = (rng.integers(-3, 4, (30, 40)) / 4).astype(dtype)  # many ties, both signs
+    excluded = rng.random(scores.shape) < rng.random((30, 1))
+    excluded[0] = True
+    padded = search.top_k_padded(scores, k, excluded)
+    assert padded.shape == (30, min(k, 40))
+    for row, mask, got in zip(scores, excluded, padded, strict=True):
+        want = _brute_order(row.astype(np.float64), k, np.flatnonzero(mask)).tolist()
+        assert got.tolist() == want + [-1] * (min(k, 40) - len(want))
+        assert search.top_k(row, k, np.flatnonzero(mask).tolist()).tolist() == want
