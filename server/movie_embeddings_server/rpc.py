@@ -72,17 +72,17 @@ def _code(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _fail(context: grpc.ServicerContext, name: str, exc: BaseException) -> grpc.StatusCode:
+def _fail(context: grpc.ServicerContext, name: str, exc: BaseException) -> None:
     """End the call for `exc`: domain errors with their status codes (the abort raises),
-    anything else INTERNAL (never UNKNOWN, never a traceback to the client); returns the code
-    only for a stream whose caller went away."""
+    anything else INTERNAL (never UNKNOWN, never a traceback to the client); a stream whose
+    caller went away (GeneratorExit) has nobody to answer."""
+    if isinstance(exc, GeneratorExit):
+        return
     code = _code(exc)
     if code == grpc.StatusCode.INTERNAL:
         log.exception("%s failed", name)  # the traceback stays in the server's log
         context.abort(code, f"{name}: internal error (see the server log)")
-    elif code != grpc.StatusCode.CANCELLED:
-        abort(context, exc, code)  # type: ignore[arg-type]
-    return code
+    abort(context, exc, code)  # type: ignore[arg-type]
 
 
 def _record(servicer: Served, name: str, code: grpc.StatusCode, started: float) -> None:

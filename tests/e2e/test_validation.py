@@ -216,8 +216,8 @@ INVALID = [
     ("Train", _synthetic(num_movies=5, num_types=6), "synthetic.num_types", "<= num_movies (5)"),
     ("Train", _train(epochs=-1), "training.epochs", "between 1 and 300"),
     ("Train", _train(epochs=301), "training.epochs", "between 1 and 300"),
-    ("Train", _train(embedding_dim=65), "training.embedding_dim", "between 1 and 64"),
-    ("Train", _train(hidden_units=513), "training.hidden_units", "between 1 and 512"),
+    ("Train", _train(embedding_dim=241), "training.embedding_dim", "between 1 and 240"),
+    ("Train", _train(hidden_units=1025), "training.hidden_units", "between 1 and 1024"),
     ("Train", _train(learning_rate=-0.1), "training.learning_rate", "> 0"),
     (
         "Train",

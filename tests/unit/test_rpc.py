@@ -32,9 +32,22 @@ def _serving(cpu: bool, monkeypatch: pytest.MonkeyPatch) -> Iterator[grpc.Channe
                 raise RuntimeError("a bug")
             return request
 
-    method = grpc.unary_unary_rpc_method_handler(Servicer().Echo)
+        @rpc.handler
+        def Stream(self, request: bytes, context: Any) -> Iterator[bytes]:
+            yield b"first"
+            raise {
+                b"cancel": errors.Cancelled("training was cancelled"),
+                b"refuse": errors.InvalidArgument("k", "must be >= 0"),
+                b"fail": RuntimeError("a bug"),
+            }[request]
+
+    servicer = Servicer()
+    methods = {
+        "E": grpc.unary_unary_rpc_method_handler(servicer.Echo),
+        "S": grpc.unary_stream_rpc_method_handler(servicer.Stream),
+    }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", {"E": method})])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", methods)])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -65,3 +78,19 @@ def test_refusals_and_bugs_keep_their_codes(cpu: bool, monkeypatch: pytest.Monke
                 channel.unary_unary("/t.T/E")(request, timeout=10)
             assert caught.value.code().name == code
             assert "Traceback" not in (caught.value.details() or "")
+
+
+def test_a_stream_ends_with_the_code_of_what_stopped_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Train cancelled on the server (SIGTERM, a stop) ends CANCELLED, not UNKNOWN."""
+    with _serving(False, monkeypatch) as channel:
+        for request, code in (
+            (b"cancel", "CANCELLED"),
+            (b"refuse", "INVALID_ARGUMENT"),
+            (b"fail", "INTERNAL"),
+        ):
+            answers: list[bytes] = []
+            with pytest.raises(grpc.RpcError) as caught:
+                answers.extend(channel.unary_stream("/t.T/S")(request, timeout=10))
+            assert answers == [b"first"]
+            assert caught.value.code().name == code, caught.value.details()
+            assert "Exception iterating" not in (caught.value.details() or "")
