@@ -208,3 +208,34 @@ def test_top_k_padded_is_a_stable_sort_with_minus_one_pads(dtype: type, k: int) 
         want = _brute_order(row.astype(np.float64), k, np.flatnonzero(mask)).tolist()
         assert got.tolist() == want + [-1] * (min(k, 40) - len(want))
         assert search.top_k(row, k, np.flatnonzero(mask).tolist()).tolist() == want
+
+
+def test_top_k_padded_of_a_large_catalogue_pads_short_rows_with_minus_one() -> None:
+    # Past search.SMALL columns each row goes through top_k: a row with fewer than k
+    # candidates left still ends in -1s.
+    n = search.SMALL + 10
+    scores = np.random.default_rng(5).random((3, n)).astype(np.float32)
+    excluded = np.zeros((3, n), dtype=bool)
+    excluded[1, 2:] = True  # two candidates: rows 0 and 1
+    excluded[2] = True  # none
+    padded = search.top_k_padded(scores, 5, excluded)
+    assert padded.dtype == np.int64
+    assert padded[0].tolist() == _brute_order(scores[0], 5, np.array([], dtype=int)).tolist()
+    assert padded[1].tolist() == [*_brute_order(scores[1], 2, np.arange(2, n)).tolist(), -1, -1, -1]
+    assert padded[2].tolist() == [-1] * 5
+
+
+def test_top_k_of_a_large_array_mostly_excluded_is_exact() -> None:
+    # The sampled threshold can be -inf (most rows excluded), or keep fewer than k rows (the
+    # sample sees only a few high scores): both must fall back to ranking every row.
+    n, stride = 10_000, 10_000 // 1024  # search's sample: every 9th row
+    scores = np.full(n, 0.1, dtype=np.float32)
+    high = np.arange(0, 50 * stride, stride)  # 50 high scores, all of them sampled
+    scores[high] = np.linspace(2.0, 1.0, 50)
+    others = np.setdiff1d(np.arange(n), np.arange(0, n, stride))[:60]  # never sampled
+    excluded = np.setdiff1d(np.arange(n), np.concatenate([high, others]))
+    got = search.top_k(scores, 100, excluded).tolist()
+    assert got == _brute_order(scores, 100, excluded).tolist()
+    assert got[:50] == high.tolist() and len(got) == 100
+    only_three = np.setdiff1d(np.arange(n), [5, 500, 5000])
+    assert search.top_k(scores, 5, only_three).tolist() == [5, 500, 5000]
