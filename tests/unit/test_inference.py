@@ -582,6 +582,12 @@ def test_a_feature_the_model_was_trained_without_is_zero(weights, absent: str) -
     hidden = np.maximum(merged @ weights["hidden_kernel"] + weights["hidden_bias"], 0)
     expected = 1 / (1 + np.exp(-(hidden @ weights["output_kernel"] + weights["output_bias"])))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    # One watcher by liked ids ignores that feature too: the same as the dense pass.
+    liked = np.flatnonzero(ratings[1] >= 0.5)
+    one, _ = model.reconstruct_one([], liked.tolist(), 50.0, 3, 0)
+    dense = (ratings[1] >= 0.5).astype(np.float32)[None]
+    want = model.forward(Watchers(dense, ages[1:2], education[1:2]))[0]
+    np.testing.assert_allclose(one, want, rtol=0, atol=1e-6)
 
 
 def test_huge_logits_saturate_at_sigmoid_of_80_without_overflow(weights) -> None:
