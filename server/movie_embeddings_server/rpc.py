@@ -72,13 +72,14 @@ def _code(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _fail(context: grpc.ServicerContext, name: str, exc: BaseException) -> None:
-    """End the call for `exc`: domain errors with their status codes (the abort raises),
-    anything else INTERNAL (never UNKNOWN, never a traceback to the client); a stream whose
-    caller went away (GeneratorExit) has nobody to answer."""
+def _fail(
+    context: grpc.ServicerContext, name: str, exc: BaseException, code: grpc.StatusCode
+) -> None:
+    """End the call for `exc`, whose `_code` is `code`: domain errors with their status codes
+    (the abort raises), anything else INTERNAL (never UNKNOWN, never a traceback to the
+    client); a stream whose caller went away (GeneratorExit) has nobody to answer."""
     if isinstance(exc, GeneratorExit):
         return
-    code = _code(exc)
     if code == grpc.StatusCode.INTERNAL:
         log.exception("%s failed", name)  # the traceback stays in the server's log
         context.abort(code, f"{name}: internal error (see the server log)")
@@ -106,7 +107,7 @@ def _rpc(servicer: Served, name: str, context: grpc.ServicerContext) -> Iterator
         yield
     except (Exception, GeneratorExit) as exc:
         code = _code(exc)
-        _fail(context, name, exc)
+        _fail(context, name, exc, code)
         raise
     finally:
         _record(servicer, name, code, started)
@@ -126,7 +127,7 @@ def handler(fn: Callable) -> Callable:
             return fn(self, request, context)
         except Exception as exc:
             code = _code(exc)
-            _fail(context, name, exc)
+            _fail(context, name, exc, code)
             raise
         finally:
             if self.access_log or self.metrics or code != grpc.StatusCode.OK:

@@ -177,7 +177,6 @@ def _fit(
 
     history: list[Epoch] = []
     monitor, mode = (measure.monitor, "max") if measure else ("val_loss", "min")
-    monitored: list[float] = []
     start = time.perf_counter()
 
     class Progress(keras.callbacks.Callback):
@@ -201,7 +200,6 @@ def _fit(
                 self._report(logs or {}, batch + 1)
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            monitored.append(float((logs or {}).get(monitor, float("nan"))))
             history.append(self._report(logs or {}, steps))
 
         def _report(self, logs: dict[str, Any], step: int) -> Epoch:
@@ -233,7 +231,10 @@ def _fit(
     if spec.early_stopping_patience:
         # Keras 3's EarlyStopping restores, at the end of training (stopped early or
         # not), the weights of the first epoch with the best monitored figure.
-        best = 1 + int(np.nanargmin(monitored) if mode == "min" else np.nanargmax(monitored))
+        if measure:
+            best = 1 + int(np.nanargmax(measure.values))
+        else:
+            best = 1 + int(np.nanargmin([e.val_loss for e in history]))
     return history, best, time.perf_counter() - start
 
 

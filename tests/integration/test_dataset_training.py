@@ -151,6 +151,25 @@ def test_the_version_holds_the_catalogue_metadata_and_held_out_watchers(
         assert held["columns"].max() < len(catalogue)
 
 
+def _run(
+    data_dir: Path,
+    name: str,
+    spec: config.TrainSpec,
+    on_epoch: Any,
+    stop: training.StopSignal,
+) -> Path:
+    """worker.run_dataset on `tastes` with seed 1; `on_epoch` None ignores the events."""
+    return worker.run_dataset(
+        Store(data_dir),
+        DatasetStore(data_dir),
+        name,
+        _source(seed=1),
+        spec,
+        on_epoch or (lambda event: None),
+        stop,
+    )
+
+
 def test_a_stop_inside_an_epoch_cancels_and_stages_nothing(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,15 +183,7 @@ def test_a_stop_inside_an_epoch_cancels_and_stages_nothing(
         stop.set()
 
     with pytest.raises(Cancelled):
-        worker.run_dataset(
-            Store(data_dir),
-            DatasetStore(data_dir),
-            "stopped",
-            _source(seed=1),
-            dataclasses.replace(SMALL, epochs=50),
-            on_epoch,
-            stop,
-        )
+        _run(data_dir, "stopped", dataclasses.replace(SMALL, epochs=50), on_epoch, stop)
     assert len(seen) <= 2 and seen[0].step < seen[0].steps  # stopped within a step or two
     assert not (data_dir / "stopped").exists() or not list((data_dir / "stopped").iterdir())
 
@@ -224,15 +235,7 @@ def test_a_stop_in_the_validation_pass_ends_it_within_one_tensorflow_call(
     monkeypatch.setattr(training, "EXECUTION_WORK", 1)  # a step a call: ~6 validation calls
     stop = _StopInValidation()
     with pytest.raises(Cancelled):
-        worker.run_dataset(
-            Store(data_dir),
-            DatasetStore(data_dir),
-            "stopped-validating",
-            _source(seed=1),
-            dataclasses.replace(SMALL, batch_size=4),
-            lambda event: None,
-            stop,
-        )
+        _run(data_dir, "stopped-validating", dataclasses.replace(SMALL, batch_size=4), None, stop)
     assert stop.attached == 2 and stop.validation_calls == 1
 
 
