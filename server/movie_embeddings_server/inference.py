@@ -31,6 +31,11 @@ class Watchers:
     education: np.ndarray
 
 
+def _check_top_k(top_k: int) -> None:
+    if top_k < 0:
+        raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), in place. Raised to -80 so exp never overflows float32 (sigmoid(-80)
     is 2e-35: 0 to Keras's precision); large x need no bound, exp(-x) only underflows to 0."""
@@ -290,8 +295,7 @@ class ServedModel:
     def reconstruct_padded(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         """`reconstruct` with the recommended rows as one (watchers, top_k) matrix, -1 where a
         watcher has fewer than top_k movies not liked."""
-        if top_k < 0:
-            raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
+        _check_top_k(top_k)
         probabilities = self.forward(watchers)
         return probabilities, search.top_k_padded(probabilities, top_k, watchers.ratings >= 0.5)
 
@@ -308,6 +312,7 @@ class ServedModel:
         microsecond or two here, a 1 x 80 product no more). The hidden layer adds up the
         folded rows of the rated movies, the features' rows and the bias row."""
         self._check_watcher(0, ratings, liked, age_years, education)
+        _check_top_k(top_k)
         age = (age_years - self.age_mean) / self.age_std if self.has_age else 0.0
         level = education if self.has_education else 0
         # Only the rows of rated movies enter the sum, in the same order for ratings and for
@@ -323,8 +328,6 @@ class ServedModel:
             weights = [1.0] * len(rows)
         x = np.array([age, level, *weights, 1.0], np.float32)
         hidden = x @ self.input_to_hidden[[0, 1, *[r + 2 for r in rows], self.num_movies + 2]]
-        if top_k < 0:
-            raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
         np.maximum(hidden, 0.0, out=hidden)
         logits = hidden @ self.output_kernel
         logits += self.output_bias
