@@ -1,4 +1,4 @@
-"""The baseline: a bare grpcio server whose one generic handler returns fixed bytes.
+"""The baseline: a bare grpcio server whose generic handler returns fixed bytes.
 
     python benchmarks/bare_server.py [--port 0] [--asyncio]
 
@@ -9,23 +9,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 from concurrent import futures
 
 import grpc
 
+from movie_embeddings_server.malloc import reuse_freed_memory
+
 RESPONSE = bytes(64)  # about the size of a GetMovieVectorResponse
-METHOD = "/bare.Bare/Echo"
+SIZED = "/bare.Bare/Sized"  # answers as many bytes as the request's first 8 say
 
 
 def _handler(request: bytes, context: object) -> bytes:
     return RESPONSE
 
 
+@functools.cache
+def _zeros(size: int) -> bytes:
+    return bytes(size)
+
+
+def _sized(request: bytes, context: object) -> bytes:
+    return _zeros(int.from_bytes(request[:8], "little"))
+
+
 class Generic(grpc.GenericRpcHandler):
-    """Every method answers RESPONSE; no (de)serialisation, no servicer."""
+    """Every method answers RESPONSE but SIZED; no (de)serialisation, no servicer."""
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(_handler)
+        sized = handler_call_details.method == SIZED
+        return grpc.unary_unary_rpc_method_handler(_sized if sized else _handler)
 
 
 def serve_threads(port: int) -> None:
@@ -51,6 +64,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--asyncio", action="store_true", help="grpc.aio instead of threads")
     args = parser.parse_args()
+    reuse_freed_memory()  # as the server does
     if args.asyncio:
         asyncio.run(serve_asyncio(args.port))
     else:

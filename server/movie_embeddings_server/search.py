@@ -53,7 +53,7 @@ def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray | list[int]) -> n
     # index; excluded rows, and any scored -inf, go last as +inf and are cut off.
     negated = -row_scores
     negated[excluded] = np.inf
-    order = np.argsort(negated, kind="stable")[:k]
+    order = negated.argsort(kind="stable")[:k]
     if len(order) and negated[order[-1]] == np.inf:
         order = order[: np.count_nonzero(negated[order] < np.inf)]
     return order

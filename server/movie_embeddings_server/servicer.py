@@ -213,7 +213,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
             key,
             pb.GetMovieVectorResponse(
                 movie_id=request.movie_id,
-                vector=served.rows[row],
+                vector=served.embedding[row].tolist(),
                 model=_ref(served),
                 title=served.catalogue.title(row),
             ),
@@ -289,7 +289,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
         if len(ws) == 1:
             (w,) = ws
             probabilities, chosen = served.reconstruct_one(
-                list(w.ratings), list(w.liked_movie_ids), w.age_years, w.education, request.top_k
+                w.ratings, w.liked_movie_ids, w.age_years, w.education, request.top_k
             )
             _add_reconstruction(response, served.catalogue, probabilities, chosen)
             return response
@@ -328,7 +328,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
         ids[:, : rows.shape[1]][found] = served.catalogue.ids(rows[found])
         return pb.ReconstructResponse(
             batch=pb.ReconstructionBatch(
-                probabilities=probabilities.astype("<f4").tobytes(),
+                probabilities=probabilities.astype("<f4", copy=False).tobytes(),
                 recommended_movie_ids=ids.tobytes(),
             ),
             model=_ref(served),

@@ -88,6 +88,9 @@ class Store:
         self._lock = threading.Lock()
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._labels: dict[str, dict[str, int]] = {}
+        # What `resolve` answered, by its arguments: a query's lookup without the checks or
+        # the lock. Replaced (under the lock) whenever a version or a label changes.
+        self._resolved: dict[tuple[str, int, str], ServedModel] = {}
         self._failed: dict[Path, tuple[int, float]] = {}  # attempts, when to try again
 
     def load_new(self) -> int:
@@ -146,7 +149,9 @@ class Store:
             log.warning("skipping damaged labels of model %s: %s", model_dir.name, exc)
             return
         with self._lock:
-            self._labels[model_dir.name] = labels
+            if self._labels.get(model_dir.name) != labels:
+                self._labels[model_dir.name] = labels
+                self._resolved = {}
 
     def _forget_deleted(self) -> None:
         """Stop serving the versions whose directories are gone (deleted by another process)."""
@@ -168,6 +173,7 @@ class Store:
             if not versions:
                 self._models.pop(name, None)
                 self._labels.pop(name, None)
+            self._resolved = {}
 
     def _read(self, name: str, version: int) -> ServedModel:
         path = self.root / name / str(version)
@@ -181,6 +187,7 @@ class Store:
     def _register(self, served: ServedModel) -> None:
         with self._lock:
             self._models.setdefault(served.name, {})[served.version] = served
+            self._resolved = {}
             self.not_ready = lambda: NOT_READY
 
     def stage(
@@ -237,33 +244,42 @@ class Store:
         self, name: str, version: int, field: str = "model", label: str = ""
     ) -> ServedModel:
         """The version asked for: the one `label` names, else `version`, 0 the newest."""
+        asked = (name, version, label)
+        if (served := self._resolved.get(asked)) is not None:
+            return served
         name = check_name(f"{field}.name", name)
         if version < 0:
             raise InvalidArgument(f"{field}.version", f"must be >= 0 (0 = newest), got {version}")
         if label:
             check_label(f"{field}.label", label)
         with self._lock:
-            if not self._models:
-                raise FailedPrecondition(self.not_ready())
-            versions = self._models.get(name)
-            if not versions:
-                raise NotFound(f"model {name!r} not found")
-            if label:
-                labels = self._labels.get(name, {})
-                if label not in labels:
-                    raise NotFound(f"model {name!r} has no label {label!r} (has {sorted(labels)})")
-                if version not in (0, labels[label]):
-                    raise InvalidArgument(
-                        f"{field}.label",
-                        f"{label!r} names version {labels[label]} of model {name!r}, not "
-                        f"version {version}: give the label or the version",
-                    )
-                version = labels[label]
-            if version == 0:
-                return versions[max(versions)]
-            if version not in versions:
-                raise NotFound(f"model {name!r} has no version {version} (has {sorted(versions)})")
-            return versions[version]
+            served = self._version(name, version, field, label)
+            self._resolved[asked] = served
+        return served
+
+    def _version(self, name: str, version: int, field: str, label: str) -> ServedModel:
+        """`resolve`'s lookup, under the lock."""
+        if not self._models:
+            raise FailedPrecondition(self.not_ready())
+        versions = self._models.get(name)
+        if not versions:
+            raise NotFound(f"model {name!r} not found")
+        if label:
+            labels = self._labels.get(name, {})
+            if label not in labels:
+                raise NotFound(f"model {name!r} has no label {label!r} (has {sorted(labels)})")
+            if version not in (0, labels[label]):
+                raise InvalidArgument(
+                    f"{field}.label",
+                    f"{label!r} names version {labels[label]} of model {name!r}, not "
+                    f"version {version}: give the label or the version",
+                )
+            version = labels[label]
+        if version == 0:
+            return versions[max(versions)]
+        if version not in versions:
+            raise NotFound(f"model {name!r} has no version {version} (has {sorted(versions)})")
+        return versions[version]
 
     def labels_of(self, served: ServedModel) -> list[str]:
         """The labels that name a version, sorted."""
@@ -295,6 +311,7 @@ class Store:
             replace_file(model_dir / LABELS, json.dumps(labels, sort_keys=True).encode())
         with self._lock:
             self._labels[name] = labels
+            self._resolved = {}
         return dict(labels)
 
     def delete(self, name: str, version: int, label: str = "") -> list[ServedModel]:

@@ -18,7 +18,6 @@ from conftest import wait_until
 
 from movie_embeddings_server import errors, store, versions
 from movie_embeddings_server.catalogue import Catalogue
-from movie_embeddings_server.inference import WEIGHT_NAMES
 from movie_embeddings_server.store import Store
 
 MOVIES = 10
@@ -167,7 +166,7 @@ def test_fresh_store_loads_identical_weights_and_metadata(tmp_path: Path) -> Non
         after = fresh.resolve(before.name, before.version)
         on_disk = tmp_path / before.name / str(before.version) / store.METADATA
         assert after.meta == before.meta == json.loads(on_disk.read_text())
-        for name in WEIGHT_NAMES:
+        for name in ("embedding", "input_to_hidden", "negated_output"):
             np.testing.assert_array_equal(getattr(after, name), getattr(before, name))
             assert getattr(after, name).dtype == np.float32
         assert (after.age_mean, after.age_std) == (before.age_mean, before.age_std)
@@ -374,6 +373,45 @@ def test_a_label_resolves_to_its_version(tmp_path: Path) -> None:
     assert s.set_label("default", "stable", 0) == {}  # removed
     assert s.set_label("default", "stable", 0) == {}  # removing again: nothing happens
     assert json.loads((tmp_path / "default" / store.LABELS).read_text()) == {}
+
+
+def test_a_resolution_is_remembered_until_a_version_or_label_changes(tmp_path: Path) -> None:
+    """`resolve` answers a repeated query from what it found last: each change, here or seen
+    at a poll, must start that over (each query is asked before and after each change)."""
+    s, other = Store(tmp_path), Store(tmp_path)
+
+    def newest() -> int:
+        return s.resolve("", 0).version
+
+    def stable() -> int:
+        return s.resolve("", 0, label="stable").version
+
+    _save(s, seed=0)
+    assert newest() == 1 and s.resolve("", 0) is s.resolve("", 0)
+    _save(s, seed=1)  # a new version here
+    assert newest() == 2
+    _save(other, seed=2)  # and one from another process, at the poll
+    s.load_new()
+    assert newest() == 3
+    s.set_label("default", "stable", 1)
+    assert stable() == 1
+    s.set_label("default", "stable", 2)  # moved here
+    assert stable() == 2
+    other.set_label("default", "stable", 1)  # moved by another process
+    s.load_new()
+    assert stable() == 1
+    assert newest() == 3
+    s.delete("default", 3)
+    assert newest() == 2
+    other.load_new()
+    other.delete("default", 2)  # deleted by another process
+    s.load_new()
+    assert newest() == 1
+    with pytest.raises(errors.NotFound, match="no version 2"):
+        s.resolve("default", 2)
+    s.set_label("default", "stable", 0)  # removed
+    with pytest.raises(errors.NotFound, match="no label 'stable'"):
+        stable()
 
 
 @pytest.mark.parametrize("label", ["", "1", "Stable", "-x", "a b", "x" * 65])
