@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,12 @@ from movie_embeddings_server.process import CLI, ServerProcess, child_pids, star
 
 __all__ = ["CLI", "ServerProcess", "child_pids", "start_server"]  # used by tests/e2e
 
+
+# Run in the background of a non-interactive shell (`cmd &`), pytest starts with SIGINT
+# ignored, and so would every process the tests start: the Ctrl-C tests need it delivered as
+# from a terminal. A handler, unlike "ignore", is not inherited across exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Caps below the defaults, so that tests see the flags take effect; above the dataset
 # preset's sizes (200 / 600), which the tests train with.
