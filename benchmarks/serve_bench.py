@@ -333,8 +333,9 @@ BIG_MOVIES = 59_047  # MovieLens-25M's catalogue
 
 
 def save_random_model(data_dir: Path, name: str, movies: int, seed: int) -> Catalogue:
-    """A version with glorot-uniform weights at the dataset default sizes (embedding 64, hidden
-    256) over `movies` movies with MovieLens-like ids and titles, saved through the store."""
+    """A version with glorot-uniform weights at the earlier dataset default sizes (embedding
+    64, hidden 256; the present ones are 200 / 600) over `movies` movies with MovieLens-like
+    ids and titles, saved through the store."""
     rng = np.random.default_rng(seed)
     dim, hidden = 64, 256
 

@@ -296,7 +296,7 @@ class ServedModel:
         probabilities, padded = self.reconstruct_padded(watchers, top_k)
         if not top_k:
             return probabilities, []
-        return probabilities, [row[row >= 0] for row in padded]
+        return probabilities, search.unpadded(padded)
 
     def reconstruct_padded(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         """`reconstruct` with the recommended rows as one (watchers, top_k) matrix, -1 where a

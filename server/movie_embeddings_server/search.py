@@ -61,9 +61,12 @@ def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray | list[int]) -> n
 
 def top_k_rows(scores: np.ndarray, k: int, excluded: np.ndarray) -> list[np.ndarray]:
     """top_k of every row of `scores`, `excluded` a boolean mask of the same shape."""
-    padded = top_k_padded(scores, k, excluded)
-    counts = np.minimum(scores.shape[1] - excluded.sum(axis=1), padded.shape[1]).tolist()
-    return [row[:count] for row, count in zip(padded, counts, strict=True)]
+    return unpadded(top_k_padded(scores, k, excluded))
+
+
+def unpadded(padded: np.ndarray) -> list[np.ndarray]:
+    """Each row of a `top_k_padded` matrix without its -1 pads."""
+    return [row[row >= 0] for row in padded]
 
 
 # Subtracted from an excluded score's key (keys are within +-2^43): below every other key.
