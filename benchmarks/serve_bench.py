@@ -332,12 +332,21 @@ BIG = "big59k"  # the large-catalogue model's name
 BIG_MOVIES = 59_047  # MovieLens-25M's catalogue
 
 
-def save_random_model(data_dir: Path, name: str, movies: int, seed: int) -> Catalogue:
-    """A version with glorot-uniform weights at the earlier dataset default sizes (embedding
-    64, hidden 256; the present ones are 200 / 600) over `movies` movies with MovieLens-like
-    ids and titles, saved through the store."""
+def save_random_model(
+    data_dir: Path,
+    name: str,
+    movies: int,
+    seed: int,
+    *,
+    dim: int = 64,
+    hidden: int = 256,
+    movielens_ids: bool = True,
+) -> Catalogue:
+    """A version with glorot-uniform weights, saved through the store: by default at the
+    earlier dataset default sizes (embedding 64, hidden 256; the present ones are 200 / 600)
+    over `movies` movies with MovieLens-like ids and titles; without `movielens_ids`, ids
+    0..movies-1 and no titles, as a synthetic world's."""
     rng = np.random.default_rng(seed)
-    dim, hidden = 64, 256
 
     def glorot(rows: int, cols: int) -> np.ndarray:
         limit = np.sqrt(6 / (rows + cols))
@@ -350,8 +359,11 @@ def save_random_model(data_dir: Path, name: str, movies: int, seed: int) -> Cata
         "output_kernel": glorot(hidden, movies),
         "output_bias": rng.normal(-3, 1, movies).astype(np.float32),
     }
-    ids = sparse_movie_ids(rng, movies)
-    catalogue = Catalogue(ids, np.array([f"Movie {m} (1999)" for m in ids]), None, None)
+    if movielens_ids:
+        ids = sparse_movie_ids(rng, movies)
+        catalogue = Catalogue(ids, np.array([f"Movie {m} (1999)" for m in ids]), None, None)
+    else:
+        catalogue = Catalogue.identity(movies)
     meta = new_metadata(
         synthetic={"num_watchers": 0, "num_movies": movies, "num_types": 1, "seed": seed},
         training={"embedding_dim": dim, "hidden_units": hidden},
