@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,10 @@ def main() -> None:
         finally:
             server.stop()
 
-    print(f"Handler cost, 80 movies, median thread_time per call over {args.calls} calls\n")
+    print(
+        f"Handler cost, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, 80 movies, median thread_time "
+        f"per call over {args.calls} calls\n"
+    )
     print(f"| what | {' | '.join(GAPS)} | in a server thread (handler-cpu-us) |")
     print("|---|" + "---|" * (len(GAPS) + 1))
     for what, figures in found.items():

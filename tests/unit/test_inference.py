@@ -297,6 +297,16 @@ def test_ratings_at_the_bounds_are_fine(model: ServedModel) -> None:
     model.make_watchers([row], [[]], [150.0], [0])
 
 
+@pytest.mark.parametrize("bad", [-0.01, 1.01])
+def test_a_bad_rating_is_named_past_watchers_at_the_bounds(model: ServedModel, bad: float) -> None:
+    bounds = [0.0] * (MOVIES - 1) + [1.0]
+    row = [0.5] * MOVIES
+    row[3] = bad
+    with pytest.raises(errors.InvalidArgument) as exc:
+        model.make_watchers([bounds, bounds, row], [[], [], []], [20.0] * 3, [0] * 3)
+    assert exc.value.field == "watchers[2].ratings"
+
+
 @pytest.mark.parametrize("age", [-1.0, 150.5, float("nan"), float("inf")])
 def test_age_outside_0_150_is_invalid(model: ServedModel, age: float) -> None:
     with pytest.raises(errors.InvalidArgument) as exc:
@@ -601,7 +611,7 @@ def test_huge_logits_saturate_at_0_and_1_without_a_warning(weights) -> None:
 def test_one_watcher_answers_as_the_dense_pass(model: ServedModel, weights, top_k: int) -> None:
     """reconstruct_one adds up folded rows for liked ids: the same probabilities (1e-6) and
     the same recommendations as the (1, movies) pass of `reconstruct`, for liked ids and for
-    ratings, duplicates and no likes included."""
+    ratings, duplicates and no likes included; float32, as the model's own."""
     ratings = np.zeros(MOVIES, np.float32)
     ratings[[1, 4, 7]] = [1.0, 0.5, 0.2]  # 0.5 is liked, 0.2 is not
     for liked, rated in (([3, 0, 9, 3], []), ([], []), ([], ratings.tolist())):
@@ -609,6 +619,7 @@ def test_one_watcher_answers_as_the_dense_pass(model: ServedModel, weights, top_
         dense = model.make_watchers([rated], [liked], [41.0], [3])
         want, recommended = model.reconstruct(dense, top_k)
         np.testing.assert_allclose(probabilities, want[0], atol=1e-6)
+        assert probabilities.dtype == want.dtype == np.float32
         reference = _reference_forward(weights, dense.ratings, [41.0], [3])[0]
         np.testing.assert_allclose(probabilities, reference, atol=1e-5)
         assert chosen.tolist() == (recommended[0].tolist() if top_k else [])

@@ -50,6 +50,14 @@ def _save(s: Store, name: str = "default", seed: int = 0):
     return s.commit(name, s.stage(name, None, _weights(seed), _meta(seed)))
 
 
+def _damaged(tmp_path: Path, version: int) -> Path:
+    """A version directory of model `default` whose metadata is not JSON."""
+    damaged = tmp_path / "default" / str(version)
+    damaged.mkdir()
+    (damaged / store.METADATA).write_text("{not json")
+    return damaged
+
+
 def test_new_metadata_has_a_utc_create_time() -> None:
     meta = _meta(3)
     created = datetime.fromisoformat(meta["create_time"])
@@ -237,9 +245,7 @@ def test_damaged_version_is_skipped_with_a_warning(
     s = Store(tmp_path)
     _save(s, seed=0)
     _save(s, seed=1)
-    damaged = tmp_path / "default" / "3"
-    damaged.mkdir()
-    (damaged / store.METADATA).write_text("{not json")
+    damaged = _damaged(tmp_path, 3)
     fresh = Store(tmp_path)
     with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
         assert fresh.load_new() == 2
@@ -642,11 +648,10 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_a_damaged_version_is_retried_after_1_then_2_seconds_and_holds_up_no_other(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The wait doubles from one second, up to five minutes."""
     writer = Store(tmp_path)
     _save(writer)
-    damaged = tmp_path / "default" / "2"
-    damaged.mkdir()
-    (damaged / store.METADATA).write_text("{not json")
+    damaged = _damaged(tmp_path, 2)
     _save(writer)  # 3, after the damaged one
     reader = Store(tmp_path)
     with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
@@ -663,6 +668,13 @@ def test_a_damaged_version_is_retried_after_1_then_2_seconds_and_holds_up_no_oth
         f"skipping damaged model version {damaged} (attempt 1, next in 1 s): {why}",
         f"skipping damaged model version {damaged} (attempt 2, next in 2 s): {why}",
     ]
+    reader._failed[damaged] = (20, 0.0)  # failed 20 times: 2^20 s would be twelve days
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+        reader.load_new()
+    assert _warnings(caplog)[-1] == (
+        f"skipping damaged model version {damaged} (attempt 21, next in 300 s): {why}"
+    )
+    assert 299 < reader._failed[damaged][1] - time.monotonic() <= 300
 
 
 def test_damaged_labels_are_skipped_with_a_warning_and_the_last_ones_kept(
@@ -785,3 +797,19 @@ def test_versions_another_process_deletes_while_a_delete_waits(tmp_path: Path) -
     _save(s)
     outcome = _while_it_waits(model_dir, lambda: s.delete("default", 4), lambda: retire(4))
     assert str(outcome["error"]) == "model 'default' version 4 was deleted already"
+
+
+def test_a_remembered_resolution_waits_for_no_lock(tmp_path: Path) -> None:
+    """A repeated ModelRef is answered without the store's lock, which a poll or a commit may
+    hold for a while."""
+    s = Store(tmp_path)
+    _save(s)
+    first = s.resolve("default", 0)
+    found: list[object] = []
+    with s._lock:
+        asker = threading.Thread(target=lambda: found.append(s.resolve("default", 0)))
+        asker.start()
+        asker.join(5)
+        answered = not asker.is_alive()
+    asker.join(5)
+    assert answered and found == [first]
