@@ -1,4 +1,5 @@
-"""The baseline: a bare grpcio server whose generic handler returns fixed bytes.
+"""The baseline: a bare grpcio server whose generic handler answers zero bytes, as many as
+the request's first 8 bytes say (little-endian).
 
     python benchmarks/bare_server.py [--port 0] [--asyncio]
 
@@ -16,29 +17,21 @@ import grpc
 
 from movie_embeddings_server.malloc import reuse_freed_memory
 
-RESPONSE = bytes(64)  # about the size of a GetMovieVectorResponse
-SIZED = "/bare.Bare/Sized"  # answers as many bytes as the request's first 8 say
-
-
-def _handler(request: bytes, context: object) -> bytes:
-    return RESPONSE
-
 
 @functools.cache
 def _zeros(size: int) -> bytes:
     return bytes(size)
 
 
-def _sized(request: bytes, context: object) -> bytes:
+def _handler(request: bytes, context: object) -> bytes:
     return _zeros(int.from_bytes(request[:8], "little"))
 
 
 class Generic(grpc.GenericRpcHandler):
-    """Every method answers RESPONSE but SIZED; no (de)serialisation, no servicer."""
+    """Every method answers as `_handler` does; no (de)serialisation, no servicer."""
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        sized = handler_call_details.method == SIZED
-        return grpc.unary_unary_rpc_method_handler(_sized if sized else _handler)
+        return grpc.unary_unary_rpc_method_handler(_handler)
 
 
 def serve_threads(port: int) -> None:

@@ -135,16 +135,10 @@ def throughput(
     return sum(counts) / elapsed
 
 
-def bare_call(target: str) -> Callable[[], object]:
-    channel = grpc.insecure_channel(target)
-    method = channel.unary_unary("/bare.Bare/Echo")
-    request = bytes(16)
-    return lambda: method(request, timeout=10)
-
-
-def sized_call(target: str, sent: int, answered: int) -> Callable[[], object]:
-    """A bare call sending `sent` bytes and answered with `answered` bytes."""
-    method = grpc.insecure_channel(target).unary_unary("/bare.Bare/Sized")
+def bare_call(target: str, sent: int = 16, answered: int = 64) -> Callable[[], object]:
+    """A bare call sending `sent` bytes and answered with `answered` bytes (by default about a
+    GetMovieVector's)."""
+    method = grpc.insecure_channel(target).unary_unary("/bare.Bare/Call")
     request = answered.to_bytes(8, "little") + bytes(sent - 8)
     return lambda: method(request, timeout=10)
 
@@ -269,7 +263,7 @@ def bench_batch(table: Table, server: ServerProcess, bare: Bare, repeats: int) -
     request = pb.ReconstructRequest(batch=batch, top_k=10)
     answer = stub_call(server.target, "Reconstruct", request)()
     sizes = (request.ByteSize(), answer.ByteSize())  # type: ignore[attr-defined]
-    floor = sized_call(bare.target, *sizes)
+    floor = bare_call(bare.target, *sizes)
     floor()
     floor_rate = 1000 / statistics.median(latencies(floor, repeats))
     with me.Client(server.target) as client:
