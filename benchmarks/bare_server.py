@@ -15,7 +15,7 @@ from concurrent import futures
 
 import grpc
 
-from movie_embeddings_server.malloc import reuse_freed_memory
+from movie_embeddings_server.serving.malloc import reuse_freed_memory
 
 
 @functools.cache

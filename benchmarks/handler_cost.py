@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
-from movie_embeddings_server import servicer as serving
 from movie_embeddings_server.config import Limits
-from movie_embeddings_server.datasets import DatasetStore
-from movie_embeddings_server.malloc import reuse_freed_memory
-from movie_embeddings_server.process import start_server
-from movie_embeddings_server.rpc import HANDLER_CPU_ENV
-from movie_embeddings_server.store import Store
-from movie_embeddings_server.trainer import Trainer
+from movie_embeddings_server.serving import servicer as serving
+from movie_embeddings_server.serving.malloc import reuse_freed_memory
+from movie_embeddings_server.serving.process import start_server
+from movie_embeddings_server.serving.rpc import HANDLER_CPU_ENV
+from movie_embeddings_server.serving.trainer import Trainer
+from movie_embeddings_server.store.datasets import DatasetStore
+from movie_embeddings_server.store.models import Store
 
 # benchmarks/ is on sys.path when this runs as a script.
 from serve_bench import handler_us, queries, save_random_model  # isort: skip

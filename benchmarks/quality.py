@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 import movie_embeddings as me
-from movie_embeddings_server.data import generate
-from movie_embeddings_server.process import start_server
+from movie_embeddings_server.serving.process import start_server
+from movie_embeddings_server.training.synthetic import generate
 
 PURITY_TARGET = 0.95
 RATIO_TARGET = 1.10

@@ -35,10 +35,11 @@ import scipy.linalg
 import scipy.sparse
 
 import movie_embeddings as me
-from movie_embeddings_server import config, ranking, rows
-from movie_embeddings_server.datasets import DatasetStore
-from movie_embeddings_server.process import CLI, start_server
-from movie_embeddings_server.worker import HELDOUT
+from movie_embeddings_server import config
+from movie_embeddings_server.serving.process import CLI, start_server
+from movie_embeddings_server.store.datasets import DatasetStore
+from movie_embeddings_server.training import ranking, rows
+from movie_embeddings_server.training.worker import HELDOUT
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
 DATASET = "movielens"

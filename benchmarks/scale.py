@@ -41,7 +41,13 @@ from serve_bench import Table, bare_call, interleaved, ms, p, start_bare, stub_c
 import movie_embeddings as me
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings_server import config
-from movie_embeddings_server.process import CLI, ServerProcess, child_pids, rss_mb, start_server
+from movie_embeddings_server.serving.process import (
+    CLI,
+    ServerProcess,
+    child_pids,
+    rss_mb,
+    start_server,
+)
 
 NAME = "scale"  # of the dataset and of the model
 

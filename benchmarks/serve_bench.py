@@ -40,12 +40,12 @@ import numpy as np
 import movie_embeddings as me
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
-from movie_embeddings_server.catalogue import Catalogue
-from movie_embeddings_server.data import generate
-from movie_embeddings_server.malloc import reuse_freed_memory
-from movie_embeddings_server.process import ServerProcess, child_pids, rss_mb, start_server
-from movie_embeddings_server.rpc import HANDLER_CPU_ENV
-from movie_embeddings_server.store import Store, new_metadata
+from movie_embeddings_server.model.catalogue import Catalogue
+from movie_embeddings_server.serving.malloc import reuse_freed_memory
+from movie_embeddings_server.serving.process import ServerProcess, child_pids, rss_mb, start_server
+from movie_embeddings_server.serving.rpc import HANDLER_CPU_ENV
+from movie_embeddings_server.store.models import Store, new_metadata
+from movie_embeddings_server.training.synthetic import generate
 
 # benchmarks/ is on sys.path when this runs as a script (and for scale.py, which imports it).
 from make_movielens_like import sparse_movie_ids  # isort: skip
@@ -488,8 +488,10 @@ def bench_train(table: Table) -> None:
     Keras fit of the same config."""
     import keras
 
-    from movie_embeddings_server import config, training, worker
-    from movie_embeddings_server.store import Store
+    from movie_embeddings_server import config
+    from movie_embeddings_server.store.models import Store
+    from movie_embeddings_server.training import keras_model as training
+    from movie_embeddings_server.training import worker
 
     synthetic = config.resolve_synthetic({"seed": 5})
     spec = config.resolve_training({})

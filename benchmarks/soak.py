@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import movie_embeddings as me
-from movie_embeddings_server.process import child_pids, rss_mb, start_server
+from movie_embeddings_server.serving.process import child_pids, rss_mb, start_server
 
 
 def _calls(client: me.Client, rng: random.Random) -> list:

@@ -29,25 +29,25 @@ class Target:
     slow: tuple[str, ...] = field(default=())
 
 
-def _server(name: str, *tests: str, slow: tuple[str, ...] = ()) -> Target:
-    return Target(f"{SERVER}/{name}.py", tests, slow)
+def _server(path: str, *tests: str, slow: tuple[str, ...] = ()) -> Target:
+    return Target(f"{SERVER}/{path}.py", tests, slow)
 
 
 # Each module with the tests that reach it: mutmut runs, per mutant, those of them that call
 # the mutated function. No TensorFlow, no server processes.
 TARGETS = {
-    "search": _server("search", "search", "inference", "catalogue", "quality"),
-    "inference": _server("inference", "inference", "catalogue", "quality", "store"),
-    "store": _server("store", "store", "datasets"),
+    "search": _server("model/search", "search", "inference", "catalogue", "quality"),
+    "inference": _server("model/inference", "inference", "catalogue", "quality", "store"),
+    "store": _server("store/models", "store", "datasets"),
     "versions": _server(
-        "versions", "versions", "store", "datasets", slow=("integration/test_store_processes.py",)
+        "store/versions", "versions", "store", "datasets", slow=("integration/test_store_processes.py",)
     ),
-    "security": _server("security", "security_checks"),
+    "security": _server("serving/security", "security_checks"),
     "config": _server("config", "config", "data", "rows"),
-    "quality": _server("quality", "quality"),
-    "data": _server("data", "data", "quality"),
-    "catalogue": _server("catalogue", "catalogue", "inference", "store"),
-    "datasets": _server("datasets", "datasets", "rows"),
+    "quality": _server("training/quality", "quality"),
+    "data": _server("training/synthetic", "data", "quality"),
+    "catalogue": _server("model/catalogue", "catalogue", "inference", "store"),
+    "datasets": _server("store/datasets", "datasets", "rows"),
     "_convert": Target(f"{CLIENT}/_convert.py", ("convert",)),
     "errors": Target(f"{CLIENT}/errors.py", ("errors", "convert")),
 }

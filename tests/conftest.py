@@ -18,8 +18,8 @@ import pytest
 
 import movie_embeddings as me
 from movie_embeddings_server import config
-from movie_embeddings_server.app import Running, ServerConfig, create_server
-from movie_embeddings_server.process import CLI, ServerProcess, child_pids, start_server
+from movie_embeddings_server.serving.app import Running, ServerConfig, create_server
+from movie_embeddings_server.serving.process import CLI, ServerProcess, child_pids, start_server
 
 __all__ = ["CLI", "ServerProcess", "child_pids", "start_server"]  # used by tests/e2e
 

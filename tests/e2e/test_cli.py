@@ -606,7 +606,7 @@ def test_help_shows_the_real_defaults() -> None:
 def test_serve_defaults_are_the_server_config_defaults() -> None:
     """The flags' defaults are written in the CLI (parsing must not load the server); they
     must be ServerConfig's."""
-    from movie_embeddings_server.app import ServerConfig
+    from movie_embeddings_server.serving.app import ServerConfig
 
     args = build_parser().parse_args(["serve"])
     expected = ServerConfig(data_dir=Path("x"))

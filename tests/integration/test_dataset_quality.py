@@ -15,13 +15,15 @@ import pytest
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
-from movie_embeddings_server import config, ranking, rows, training, worker
-from movie_embeddings_server.app import ServerConfig, create_server
-from movie_embeddings_server.catalogue import Catalogue
-from movie_embeddings_server.datasets import DatasetBuilder, DatasetStore, StoredDataset
+from movie_embeddings_server import config
 from movie_embeddings_server.errors import Cancelled
-from movie_embeddings_server.inference import ServedModel
-from movie_embeddings_server.store import Store
+from movie_embeddings_server.model.catalogue import Catalogue
+from movie_embeddings_server.model.inference import ServedModel
+from movie_embeddings_server.serving.app import ServerConfig, create_server
+from movie_embeddings_server.store.datasets import DatasetBuilder, DatasetStore, StoredDataset
+from movie_embeddings_server.store.models import Store
+from movie_embeddings_server.training import keras_model as training
+from movie_embeddings_server.training import ranking, rows, worker
 
 GROUPS = 6
 FIGURES = {

@@ -17,8 +17,8 @@ from grpc_status import rpc_status
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
-from movie_embeddings_server.app import Running, ServerConfig, create_server
-from movie_embeddings_server.versions import DATASETS_DIR
+from movie_embeddings_server.serving.app import Running, ServerConfig, create_server
+from movie_embeddings_server.store.versions import DATASETS_DIR
 
 TOKEN = "s3cret"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -203,7 +203,7 @@ def test_every_refusal_names_the_chunk_row_and_column(server: Server, requests, 
 def test_a_stream_broken_off_mid_way_stores_nothing(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="movie_embeddings_server.rpc")
+    caplog.set_level(logging.INFO, logger="movie_embeddings_server.serving.rpc")
 
     def requests() -> Iterator[pb.ImportDatasetRequest]:
         yield _header("broken")

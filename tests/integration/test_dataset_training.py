@@ -17,12 +17,16 @@ import pytest
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
-from movie_embeddings_server import config, rows, search, trainer, training, worker
-from movie_embeddings_server.app import ServerConfig, create_server
-from movie_embeddings_server.catalogue import Catalogue
-from movie_embeddings_server.datasets import DatasetBuilder, DatasetStore, StoredDataset
+from movie_embeddings_server import config
 from movie_embeddings_server.errors import Cancelled
-from movie_embeddings_server.store import Store
+from movie_embeddings_server.model import search
+from movie_embeddings_server.model.catalogue import Catalogue
+from movie_embeddings_server.serving import trainer
+from movie_embeddings_server.serving.app import ServerConfig, create_server
+from movie_embeddings_server.store.datasets import DatasetBuilder, DatasetStore, StoredDataset
+from movie_embeddings_server.store.models import Store
+from movie_embeddings_server.training import keras_model as training
+from movie_embeddings_server.training import rows, worker
 
 GROUPS = 5
 SMALL = config.resolve_training(

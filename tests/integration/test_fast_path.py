@@ -7,8 +7,8 @@ import pytest
 
 import movie_embeddings as me
 from movie_embeddings_server import config
-from movie_embeddings_server.inference import TABLE_MOVIES
-from movie_embeddings_server.store import KERAS_MODEL
+from movie_embeddings_server.model.inference import TABLE_MOVIES
+from movie_embeddings_server.store.models import KERAS_MODEL
 
 
 @pytest.fixture(scope="module")

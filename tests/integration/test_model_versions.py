@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from movie_embeddings_server import config
-from movie_embeddings_server.app import Running, ServerConfig, create_server
+from movie_embeddings_server.serving.app import Running, ServerConfig, create_server
 
 TOKEN = "s3cret"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

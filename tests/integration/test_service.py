@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import movie_embeddings as me
-from movie_embeddings_server.app import ServerConfig, bootstrap, create_server
+from movie_embeddings_server.serving.app import ServerConfig, bootstrap, create_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

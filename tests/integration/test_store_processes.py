@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from conftest import wait_until
 
-from movie_embeddings_server import versions
-from movie_embeddings_server.store import Store, new_metadata
+from movie_embeddings_server.store import versions
+from movie_embeddings_server.store.models import Store, new_metadata
 
 # Children import only this module (no fork of a process that holds gRPC threads).
 SPAWN = multiprocessing.get_context("spawn")

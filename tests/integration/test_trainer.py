@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from movie_embeddings_server import config, trainer
-from movie_embeddings_server.inference import ServedModel
-from movie_embeddings_server.store import Store
+from movie_embeddings_server import config
+from movie_embeddings_server.model.inference import ServedModel
+from movie_embeddings_server.serving import trainer
+from movie_embeddings_server.store.models import Store
 
 SMALL = config.resolve_synthetic({"num_watchers": 100, "seed": 1})
 ONE_EPOCH = config.resolve_training({"epochs": 1})

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from movie_embeddings_server import errors, search
-from movie_embeddings_server.catalogue import Catalogue, words
-from movie_embeddings_server.inference import TABLE_MOVIES, ServedModel
+from movie_embeddings_server import errors
+from movie_embeddings_server.model import search
+from movie_embeddings_server.model.catalogue import Catalogue, words
+from movie_embeddings_server.model.inference import TABLE_MOVIES, ServedModel
 
 TITLES = {
     1: ("Toy Story (1995)", "Adventure|Animation|Children|Comedy|Fantasy", 215),

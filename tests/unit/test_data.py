@@ -8,8 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from movie_embeddings_server import config, data
+from movie_embeddings_server import config
 from movie_embeddings_server.errors import InvalidArgument
+from movie_embeddings_server.training import synthetic as data
 
 MOVIES = 80
 TYPES = 10

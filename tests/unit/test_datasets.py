@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from movie_embeddings_server import errors, store
-from movie_embeddings_server.datasets import DatasetBuilder, DatasetStore, StoredDataset
-from movie_embeddings_server.versions import DATASETS_DIR
+from movie_embeddings_server import errors
+from movie_embeddings_server.store import models as store
+from movie_embeddings_server.store.datasets import DatasetBuilder, DatasetStore, StoredDataset
+from movie_embeddings_server.store.versions import DATASETS_DIR
 
 
 def _builder(max_ratings: int = 1000) -> DatasetBuilder:
@@ -634,7 +635,7 @@ def test_polling_adds_every_new_version_past_damage_and_stray_names(
     root = tmp_path / DATASETS_DIR
     (root / "films" / "2" / "metadata.json").write_text("{not json")
     shutil.copytree(root / "films" / "1", root / "AAA" / "1")  # not a dataset name
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.datasets"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.datasets"):
         assert reader.load_new() == 2
     assert [i["version"] for i in reader.list()] == [1, 3, 4]
     assert caplog.messages == [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from movie_embeddings_server.app import FirstModel
-from movie_embeddings_server.training import Epoch
+from movie_embeddings_server.serving.app import FirstModel
+from movie_embeddings_server.training.keras_model import Epoch
 
 
 def _epoch(epoch: int, step: int, steps: int, elapsed: float) -> Epoch:

@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from movie_embeddings_server import errors, inference
-from movie_embeddings_server.catalogue import Catalogue
-from movie_embeddings_server.inference import ServedModel, Watchers
+from movie_embeddings_server import errors
+from movie_embeddings_server.model import inference
+from movie_embeddings_server.model.catalogue import Catalogue
+from movie_embeddings_server.model.inference import ServedModel, Watchers
 
 MOVIES = 12
 DIM = 4

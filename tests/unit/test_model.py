@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from movie_embeddings_server import config, data, inference, training
+from movie_embeddings_server import config
 from movie_embeddings_server.config import TrainSpec
 from movie_embeddings_server.errors import Cancelled
-from movie_embeddings_server.store import KERAS_MODEL, Store, new_metadata
+from movie_embeddings_server.model import inference
+from movie_embeddings_server.store.models import KERAS_MODEL, Store, new_metadata
+from movie_embeddings_server.training import keras_model as training
+from movie_embeddings_server.training import synthetic as data
 
 MOVIES = 80
 EPOCHS = 3

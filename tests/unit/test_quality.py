@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from movie_embeddings_server import data, quality
-from movie_embeddings_server.inference import ServedModel, Watchers
+from movie_embeddings_server.model.inference import ServedModel, Watchers
+from movie_embeddings_server.training import quality
+from movie_embeddings_server.training import synthetic as data
 
 BAYES = -(0.95 * math.log(0.95) + 0.05 * math.log(0.05))  # H(0.95) = 0.1985 nats
 

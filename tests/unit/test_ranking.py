@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from movie_embeddings_server import ranking
-from movie_embeddings_server.rows import Likes
+from movie_embeddings_server.training import ranking
+from movie_embeddings_server.training.rows import Likes
 
 
 def _likes(rows: list[list[int]], num_columns: int) -> Likes:

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from movie_embeddings_server import config, rows
-from movie_embeddings_server.datasets import Ratings, StoredDataset
+from movie_embeddings_server import config
 from movie_embeddings_server.errors import FailedPrecondition, InvalidArgument
+from movie_embeddings_server.store.datasets import Ratings, StoredDataset
+from movie_embeddings_server.training import rows
 
 NAN = float("nan")
 

@@ -10,7 +10,8 @@ from typing import Any
 import grpc
 import pytest
 
-from movie_embeddings_server import errors, rpc
+from movie_embeddings_server import errors
+from movie_embeddings_server.serving import rpc
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from movie_embeddings_server import search
+from movie_embeddings_server.model import search
 
 
 def _matrix(seed: int = 0, rows: int = 50, dim: int = 6) -> np.ndarray:

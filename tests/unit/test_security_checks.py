@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.wrappers_pb2 import StringValue
 
-from movie_embeddings_server.security import TokenAuth, server_credentials
+from movie_embeddings_server.serving.security import TokenAuth, server_credentials
 
 TOKEN = "s3cret-token"
 EXACT = (("authorization", f"Bearer {TOKEN}"),)
@@ -113,7 +113,7 @@ def test_anything_but_the_exact_value_is_refused_as_wrong(
     channel: grpc.Channel, value: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     metadata = (("authorization", value),)
-    with caplog.at_level(logging.WARNING, "movie_embeddings_server.security"):
+    with caplog.at_level(logging.WARNING, "movie_embeddings_server.serving.security"):
         code, details = _code(lambda: _unary(channel, GUARDED)(HI, metadata=metadata))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert details == "wrong bearer token: send metadata 'authorization: Bearer <token>'"
@@ -123,7 +123,7 @@ def test_anything_but_the_exact_value_is_refused_as_wrong(
 def test_no_token_is_refused_as_missing_on_both_kinds_of_method(
     channel: grpc.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, "movie_embeddings_server.security"):
+    with caplog.at_level(logging.WARNING, "movie_embeddings_server.serving.security"):
         unary = _code(lambda: _unary(channel, GUARDED)(HI, timeout=10))
         streamed = _code(lambda: list(channel.unary_stream(STREAM, **CALLER_CODEC)(HI, timeout=10)))
     missing = "missing bearer token: send metadata 'authorization: Bearer <token>'"

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from conftest import wait_until
 
-from movie_embeddings_server import errors, store, versions
-from movie_embeddings_server.catalogue import Catalogue
-from movie_embeddings_server.store import Store
+from movie_embeddings_server import errors
+from movie_embeddings_server.model.catalogue import Catalogue
+from movie_embeddings_server.store import models as store
+from movie_embeddings_server.store import versions
+from movie_embeddings_server.store.models import Store
 
 MOVIES = 10
 DIM = 3
@@ -247,7 +249,7 @@ def test_damaged_version_is_skipped_with_a_warning(
     _save(s, seed=1)
     damaged = _damaged(tmp_path, 3)
     fresh = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
         assert fresh.load_new() == 2
     assert [m.version for m in fresh.list()] == [1, 2]
     assert fresh.resolve("default", 0).version == 2
@@ -276,7 +278,7 @@ def test_other_damage_is_skipped_too(
     else:
         (version / store.METADATA).unlink()
     fresh = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
         assert fresh.load_new() == 1
     assert fresh.resolve("default", 0).version == 1
     assert any("2" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -654,7 +656,7 @@ def test_a_damaged_version_is_retried_after_1_then_2_seconds_and_holds_up_no_oth
     damaged = _damaged(tmp_path, 2)
     _save(writer)  # 3, after the damaged one
     reader = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
         first = time.monotonic()
         assert reader.load_new() == 2
         assert reader.load_new() == 0
@@ -669,7 +671,7 @@ def test_a_damaged_version_is_retried_after_1_then_2_seconds_and_holds_up_no_oth
         f"skipping damaged model version {damaged} (attempt 2, next in 2 s): {why}",
     ]
     reader._failed[damaged] = (20, 0.0)  # failed 20 times: 2^20 s would be twelve days
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
         reader.load_new()
     assert _warnings(caplog)[-1] == (
         f"skipping damaged model version {damaged} (attempt 21, next in 300 s): {why}"
@@ -684,7 +686,7 @@ def test_damaged_labels_are_skipped_with_a_warning_and_the_last_ones_kept(
     _save(s)
     s.set_label("default", "stable", 1)
     (tmp_path / "default" / store.LABELS).write_text("[1, 2")
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
         s.load_new()
     assert s.resolve("default", 0, label="stable").version == 1
     assert _warnings(caplog) == [
@@ -700,7 +702,7 @@ def test_dropping_and_pruning_versions_is_logged(
     _save(writer)
     reader.load_new()
     writer.delete("default", 1)
-    with caplog.at_level(logging.INFO, logger="movie_embeddings_server.store"):
+    with caplog.at_level(logging.INFO, logger="movie_embeddings_server.store.models"):
         reader.load_new()
         for i in range(3):
             _save(reader, seed=i)

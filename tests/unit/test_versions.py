@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from movie_embeddings_server import versions
+from movie_embeddings_server.store import versions
 
 
 def _staged(parent: Path, marker: str) -> Path:
@@ -63,7 +63,7 @@ def test_a_stale_staging_directory_is_removed_with_a_log_line(
     stale, recent = _staged(tmp_path, "a"), _staged(tmp_path, "b")
     old = time.time() - versions.STALE_STAGING_SECONDS - 60
     os.utime(stale, (old, old))
-    with caplog.at_level(logging.INFO, logger="movie_embeddings_server.versions"):
+    with caplog.at_level(logging.INFO, logger="movie_embeddings_server.store.versions"):
         assert versions.version_numbers(tmp_path) == []
     assert caplog.messages == [f"removing {stale}, left by an unfinished write"]
     assert not stale.exists() and recent.exists()

@@ -17,7 +17,7 @@ from rich.console import Console
 
 import movie_embeddings as me
 
-from ..security import TOKEN_ENV
+from ..serving.security import TOKEN_ENV
 
 DEFAULT_PORT = int(me.DEFAULT_TARGET.rpartition(":")[2])
 

@@ -15,7 +15,7 @@ def cmd_plot(client: me.Client, args: argparse.Namespace) -> None:
     if not path.suffix:
         path = path.with_suffix(".png")  # what matplotlib writes for a name without one
     try:
-        from .. import plot
+        from . import figure as plot
     except ImportError as exc:
         raise UsageError(
             f"plot needs matplotlib: pip install 'movie-embeddings[plot]' ({exc})"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..security import TOKEN_ENV
+from ..serving.security import TOKEN_ENV
 from .common import (
     DEFAULT_PORT,
     UsageError,
@@ -48,7 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve: --tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise UsageError("serve: --tls-client-ca needs --tls-cert and --tls-key")
-    from ..app import ServerConfig, serve  # not at the top: `--help` need not load gRPC's server
+    from ..serving.app import (  # not at the top: `--help` need not load gRPC's server
+        ServerConfig,
+        serve,
+    )
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

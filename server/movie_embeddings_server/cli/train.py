@@ -244,7 +244,7 @@ def _specs(
     settings: dict[str, Any], store: Path
 ) -> tuple[config.SyntheticSpec | config.DatasetTrainingSpec, config.TrainSpec]:
     """What a Train request with these settings resolves to on a server on `store`."""
-    from ..datasets import DatasetStore
+    from ..store.datasets import DatasetStore
 
     training = {f.name for f in fields(config.TrainSpec)}
     spec_of = {k: v for k, v in settings.items() if k in training}
@@ -271,11 +271,11 @@ def _trained_in_store(args: argparse.Namespace) -> Iterator[me.TrainProgress | m
     from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 
     from ..errors import ServiceError
-    from ..inference import ServedModel
-    from ..rpc import status_of
-    from ..servicer import model_info
-    from ..store import Store, check_name
-    from ..trainer import Trainer
+    from ..model.inference import ServedModel
+    from ..serving.rpc import status_of
+    from ..serving.servicer import model_info
+    from ..serving.trainer import Trainer
+    from ..store.models import Store, check_name
 
     trainer = None
     try:

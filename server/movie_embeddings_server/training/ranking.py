@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import search
-from .errors import Cancelled
-from .inference import ServedModel, Watchers
+from ..errors import Cancelled
+from ..model import search
+from ..model.inference import ServedModel, Watchers
 
 if TYPE_CHECKING:
     from . import rows

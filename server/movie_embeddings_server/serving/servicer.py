@@ -14,14 +14,14 @@ import numpy as np
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
-from . import config, errors
-from .catalogue import Catalogue
+from .. import config, errors
+from ..model.catalogue import Catalogue
+from ..model.inference import ServedModel
+from ..store.datasets import DatasetStore
+from ..store.models import Store, check_name
 from .dataset_rpcs import DatasetRpcs, dataset_info
-from .datasets import DatasetStore
-from .inference import ServedModel
 from .metrics import Metrics
 from .rpc import handler
-from .store import Store, check_name
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)

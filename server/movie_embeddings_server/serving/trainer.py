@@ -22,12 +22,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import DatasetTrainingSpec, SyntheticSpec, TrainSpec
-from .errors import Cancelled, ResourceExhausted
-from .inference import ServedModel
-from .store import Store
-from .training import Epoch
-from .worker import refused_error
+from ..config import DatasetTrainingSpec, SyntheticSpec, TrainSpec
+from ..errors import Cancelled, ResourceExhausted
+from ..model.inference import ServedModel
+from ..store.models import Store
+from ..training.keras_model import Epoch
+from ..training.worker import refused_error
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class _Process:
 
     def __init__(self, data_dir: Path) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "movie_embeddings_server.worker", str(data_dir)],
+            [sys.executable, "-m", "movie_embeddings_server.training.worker", str(data_dir)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

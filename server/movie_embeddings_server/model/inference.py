@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidArgument
 from . import search
 from .catalogue import Catalogue
-from .errors import InvalidArgument
 
 MAX_AGE_YEARS = 150.0
 # Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie

@@ -1,8 +1,8 @@
 """The trainer process: TensorFlow lives here, never in the serving process.
 
-The server starts it with `python -m movie_embeddings_server.worker DATA_DIR` and talks to it
-in JSON lines. In on stdin: `{"id": N, "train": {...}}` and `{"stop": N}`. Out on stdout, for
-job N: `{"id": N, "epoch": {...}}` per epoch (and inside long ones), then one of
+The server starts it with `python -m movie_embeddings_server.training.worker DATA_DIR` and
+talks to it in JSON lines. In on stdin: `{"id": N, "train": {...}}` and `{"stop": N}`. Out on
+stdout, for job N: `{"id": N, "epoch": {...}}` per epoch (and inside long ones), then one of
 `{"id": N, "staged": PATH}` (a complete version in a staging directory, for the server to
 commit), `{"id": N, "cancelled": MESSAGE}`, `{"id": N, "refused": {"error": NAME, "args": [...]}}`
 (a domain error: the request does not fit the data) or `{"id": N, "error": MESSAGE}`. A job
@@ -26,15 +26,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from . import errors, quality, ranking, rows, training
-from .catalogue import Catalogue
-from .config import DatasetTrainingSpec, SyntheticSpec, TrainSpec, resolve_dataset_training
-from .data import generate
-from .datasets import DatasetStore
-from .errors import Cancelled
-from .inference import ServedModel
-from .store import Store, new_metadata
-from .versions import fsync_dir, write_npz
+from .. import errors
+from ..config import DatasetTrainingSpec, SyntheticSpec, TrainSpec, resolve_dataset_training
+from ..errors import Cancelled
+from ..model.catalogue import Catalogue
+from ..model.inference import ServedModel
+from ..store.datasets import DatasetStore
+from ..store.models import Store, new_metadata
+from ..store.versions import fsync_dir, write_npz
+from . import keras_model as training
+from . import quality, ranking, rows
+from .synthetic import generate
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ from grpc_reflection.v1alpha import reflection
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
-from . import config
-from .datasets import DatasetStore
-from .errors import Cancelled
+from .. import config
+from ..errors import Cancelled
+from ..store.datasets import DatasetStore
+from ..store.models import Store
+from ..training.keras_model import Epoch
 from .malloc import reuse_freed_memory
 from .metrics import Metrics
 from .security import TokenAuth, server_credentials
 from .servicer import MovieEmbeddingServicer
-from .store import Store
 from .trainer import Trainer
-from .training import Epoch
 
 log = logging.getLogger(__name__)
 

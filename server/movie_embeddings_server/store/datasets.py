@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgument, NotFound, ResourceExhausted
+from ..errors import InvalidArgument, NotFound, ResourceExhausted
 from .versions import (
     DATASETS_DIR,
     NAME_RE,

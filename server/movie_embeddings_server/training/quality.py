@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import search
-from .data import generate, like_probability
-from .inference import ServedModel, Watchers
+from ..model import search
+from ..model.inference import ServedModel, Watchers
+from .synthetic import generate, like_probability
 
 HELDOUT_WATCHERS = 2000
 EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in binary cross-entropy too

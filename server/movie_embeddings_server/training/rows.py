@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import DatasetTrainingSpec, train_rows
-from .errors import FailedPrecondition, InvalidArgument
-from .training import age_stats
+from ..config import DatasetTrainingSpec, train_rows
+from ..errors import FailedPrecondition, InvalidArgument
+from .keras_model import age_stats
 
 if TYPE_CHECKING:
-    from .datasets import StoredDataset
+    from ..store.datasets import StoredDataset
 
 # Seed streams: each random draw of a training takes [seed, stream] (training.py shuffles
 # with stream 2), so the held-out watchers do not depend on the validation share.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument, NotFound
 
 FILE = "catalogue.npz"
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, in any script

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import FILE as CATALOGUE_FILE
-from .catalogue import Catalogue
-from .config import DEFAULT_MODEL
-from .errors import FailedPrecondition, InvalidArgument, NotFound
-from .inference import WEIGHT_NAMES, ServedModel
+from ..config import DEFAULT_MODEL
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..model.catalogue import FILE as CATALOGUE_FILE
+from ..model.catalogue import Catalogue
+from ..model.inference import WEIGHT_NAMES, ServedModel
 from .versions import (
     DATASETS_DIR,
     NAME_RE,

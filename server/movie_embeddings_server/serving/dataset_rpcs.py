@@ -10,8 +10,8 @@ import grpc
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 
-from .datasets import DatasetBuilder, DatasetStore
-from .errors import Cancelled, InvalidArgument
+from ..errors import Cancelled, InvalidArgument
+from ..store.datasets import DatasetBuilder, DatasetStore
 from .rpc import handler
 
 # DatasetInfo's plain fields, which the info dict holds under the same names.

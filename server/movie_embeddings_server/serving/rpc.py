@@ -17,7 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from . import errors
+from .. import errors
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..config import TrainSpec, train_rows
+from ..errors import Cancelled
 from . import ranking
-from .config import TrainSpec, train_rows
-from .data import Dataset
-from .errors import Cancelled
+from .synthetic import Dataset
 
 if TYPE_CHECKING:
     from .rows import Inputs, Likes, Rows

@@ -1,0 +1,1 @@
+"""The serving process: gRPC server, servicer, queries from numpy; never imports TensorFlow."""

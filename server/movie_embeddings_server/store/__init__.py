@@ -1,0 +1,1 @@
+"""On disk, shared by both processes: atomic version directories, models, datasets."""
