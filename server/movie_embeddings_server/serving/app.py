@@ -26,9 +26,9 @@ from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from .. import config
 from ..errors import Cancelled
+from ..jobs import Epoch
 from ..store.datasets import DatasetStore
 from ..store.models import Store
-from ..training.keras_model import Epoch
 from .malloc import reuse_freed_memory
 from .metrics import Metrics
 from .security import TokenAuth, server_credentials

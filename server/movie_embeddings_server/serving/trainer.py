@@ -24,10 +24,9 @@ from typing import Any
 
 from ..config import DatasetTrainingSpec, SyntheticSpec, TrainSpec
 from ..errors import Cancelled, ResourceExhausted
+from ..jobs import Epoch, refused_error
 from ..model.inference import ServedModel
 from ..store.models import Store
-from ..training.keras_model import Epoch
-from ..training.worker import refused_error
 
 log = logging.getLogger(__name__)
 

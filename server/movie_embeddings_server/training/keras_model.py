@@ -14,7 +14,9 @@ import numpy as np
 
 from ..config import TrainSpec, train_rows
 from ..errors import Cancelled
+from ..jobs import Epoch
 from . import ranking
+from .rows import age_stats
 from .synthetic import Dataset
 
 if TYPE_CHECKING:
@@ -67,19 +69,6 @@ class StopSignal:
         # fit still runs the epoch's validation pass after its training loop stops.
         model.stop_training = True
         model.stop_evaluating = True
-
-
-@dataclass(frozen=True)
-class Epoch:
-    """The end of one epoch (step == steps), or progress inside one (step < steps)."""
-
-    epoch: int
-    epochs: int
-    loss: float  # the epoch's mean so far
-    val_loss: float  # NaN inside an epoch
-    elapsed_seconds: float
-    step: int
-    steps: int
 
 
 @dataclass
@@ -145,12 +134,6 @@ def export_weights(model: Any) -> dict[str, np.ndarray]:
         "output_kernel": output_kernel,
         "output_bias": output_bias,
     }
-
-
-def age_stats(age_years: np.ndarray) -> tuple[float, float]:
-    """Mean and (population) std of the training ages; std 1 when all ages are equal."""
-    std = float(age_years.std())
-    return float(age_years.mean()), std if std > 0 else 1.0
 
 
 def steps_per_execution(steps_per_epoch: int, num_movies: int, spec: TrainSpec) -> int:

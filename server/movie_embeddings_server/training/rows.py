@@ -9,7 +9,6 @@ import numpy as np
 
 from ..config import DatasetTrainingSpec, train_rows
 from ..errors import FailedPrecondition, InvalidArgument
-from .keras_model import age_stats
 
 if TYPE_CHECKING:
     from ..store.datasets import StoredDataset
@@ -200,3 +199,9 @@ def prepare(dataset: StoredDataset, spec: DatasetTrainingSpec) -> Rows:
         has_age=bool(ages.size),
         has_education=bool(np.isfinite(train_watchers.education).any()),
     )
+
+
+def age_stats(age_years: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) std of the training ages; std 1 when all ages are equal."""
+    std = float(age_years.std())
+    return float(age_years.mean()), std if std > 0 else 1.0

@@ -29,6 +29,7 @@ from typing import IO, Any
 from .. import errors
 from ..config import DatasetTrainingSpec, SyntheticSpec, TrainSpec, resolve_dataset_training
 from ..errors import Cancelled
+from ..jobs import Epoch, refusal
 from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel
 from ..store.datasets import DatasetStore
@@ -43,18 +44,6 @@ log = logging.getLogger(__name__)
 # Below the serving process in the CPU scheduler's eyes: on a busy machine queries come first.
 NICENESS = 10
 HELDOUT = "heldout.npz"  # a dataset model's held-out watchers, for measuring it later
-
-
-def refusal(exc: errors.ServiceError) -> dict[str, Any]:
-    """A domain error as JSON, for the server to raise again (`refused_error`)."""
-    args = [exc.field, exc.description] if isinstance(exc, errors.InvalidArgument) else [str(exc)]
-    return {"error": type(exc).__name__, "args": args}
-
-
-def refused_error(refused: dict[str, Any]) -> errors.ServiceError:
-    kind = getattr(errors, refused["error"])
-    assert issubclass(kind, errors.ServiceError)
-    return kind(*refused["args"])
 
 
 def _fit_metadata(
@@ -83,7 +72,7 @@ def run(
     name: str,
     synthetic: SyntheticSpec,
     spec: TrainSpec,
-    on_epoch: Callable[[training.Epoch], None],
+    on_epoch: Callable[[Epoch], None],
     stop: training.StopSignal,
 ) -> Path:
     """Generate, fit, measure and stage a version; raises Cancelled once `stop` is set."""
@@ -110,7 +99,7 @@ def run_dataset(
     name: str,
     source: DatasetTrainingSpec,
     spec: TrainSpec,
-    on_epoch: Callable[[training.Epoch], None],
+    on_epoch: Callable[[Epoch], None],
     stop: training.StopSignal,
 ) -> Path:
     """Load a stored dataset, fit on its training rows, measure it on the held-out watchers and
