@@ -107,7 +107,7 @@ def in_process(data_dir: Path, requests: dict[str, Any]) -> dict[str, Callable[[
     probabilities, chosen = forward()
 
     def answer() -> None:
-        response = pb.ReconstructResponse(model=serving._ref(served))
+        response = pb.ReconstructResponse(model=serving.ref_of(served))
         serving._add_reconstruction(response, served.catalogue, probabilities, chosen)
 
     calls: dict[str, Callable[[], object]] = {

@@ -272,8 +272,8 @@ def _trained_in_store(args: argparse.Namespace) -> Iterator[me.TrainProgress | m
 
     from ..errors import ServiceError
     from ..model.inference import ServedModel
+    from ..serving.model_rpcs import model_info
     from ..serving.rpc import status_of
-    from ..serving.servicer import model_info
     from ..serving.trainer import Trainer
     from ..store.models import Store, check_name
 

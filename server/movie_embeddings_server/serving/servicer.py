@@ -1,12 +1,9 @@
-"""The gRPC servicer: validate, convert between protobuf and numpy, delegate."""
+"""The gRPC servicer: validate, convert between protobuf and numpy, delegate; the queries of a
+model here, its versions' RPCs in model_rpcs.py, the datasets' in dataset_rpcs.py."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import asdict, replace
-from datetime import datetime
-from typing import Any
 
 import grpc
 import numpy as np
@@ -18,25 +15,15 @@ from .. import config, errors
 from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel
 from ..store.datasets import DatasetStore
-from ..store.models import Store, check_name
-from .dataset_rpcs import DatasetRpcs, dataset_info
+from ..store.models import Store
+from .dataset_rpcs import DatasetRpcs
 from .metrics import Metrics
+from .model_rpcs import ModelRpcs, ref_of
 from .rpc import handler
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-# TrainingConfig's enum fields: wire value <-> the name the domain uses.
-TRAINING_ENUMS: dict[str, dict[int, str]] = {
-    "preset": {pb.PRESET_DEFAULT: "default", pb.PRESET_NOTEBOOK: "notebook"},
-    "learning_rate_schedule": {
-        pb.LEARNING_RATE_SCHEDULE_CONSTANT: "constant",
-        pb.LEARNING_RATE_SCHEDULE_COSINE: "cosine",
-    },
-}
-TRAINING_ENUM_VALUES = {
-    key: {name: value for value, name in names.items()} for key, names in TRAINING_ENUMS.items()
-}
 METRIC_NAMES = {
     pb.METRIC_UNSPECIFIED: "cosine",
     pb.METRIC_COSINE: "cosine",
@@ -47,10 +34,6 @@ METRIC_NAMES = {
 
 # By-id answers with k up to this are kept in the version's memo; larger ones are rare and big.
 MEMO_MAX_K = 100
-
-
-def _ref(served: ServedModel) -> pb.ModelRef:
-    return pb.ModelRef(name=served.name, version=served.version)
 
 
 def _packed_floats(values: np.ndarray) -> bytes:
@@ -82,49 +65,7 @@ def _add_reconstruction(
         add(movie_id=m, probability=p, title=catalogue.title(r))
 
 
-def model_info(served: ServedModel) -> pb.ModelInfo:
-    """A stored version's description, from its metadata."""
-    meta = served.meta
-    training_cfg = pb.TrainingConfig()
-    for key, value in meta["training"].items():
-        if key in TRAINING_ENUMS:
-            value = TRAINING_ENUM_VALUES[key][value]
-        setattr(training_cfg, key, value)
-    trained_on = meta.get("dataset")  # unset for synthetic data
-    info = pb.ModelInfo(
-        ref=_ref(served),
-        synthetic=None if trained_on else pb.SyntheticData(**meta["synthetic"]),
-        dataset=pb.DatasetTraining(**trained_on) if trained_on else None,
-        dataset_info=dataset_info(meta["dataset_info"]) if trained_on else None,
-        num_train_watchers=meta.get("num_train_watchers", 0),
-        num_heldout_watchers=meta.get("num_heldout_watchers", 0),
-        has_age=served.has_age,
-        has_education=served.has_education,
-        training=training_cfg,
-        metrics=meta.get("metrics", {}),
-        num_movies=served.num_movies,
-        embedding_dim=served.embedding_dim,
-        state=pb.MODEL_STATE_READY,
-        age_mean=served.age_mean,
-        age_std=served.age_std,
-        history=[pb.TrainProgress(**epoch) for epoch in meta["history"]],
-    )
-    info.create_time.FromDatetime(datetime.fromisoformat(meta["create_time"]))
-    return info
-
-
-def _set_fields(message: Any) -> dict[str, Any]:
-    """The fields the caller set: non-zero ones, and `optional` ones when present (even 0)."""
-    out = {}
-    for f in message.DESCRIPTOR.fields:
-        value = getattr(message, f.name)
-        if message.HasField(f.name) if f.has_presence else value:
-            # A float field holds 0.005 as 0.004999999888; keep the digits the caller wrote.
-            out[f.name] = float(f"{value:.7g}") if f.type == f.TYPE_FLOAT else value
-    return out
-
-
-class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer):
+class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer):
     """Thin: each RPC resolves the model, converts the request, calls the domain, converts back."""
 
     def __init__(
@@ -149,58 +90,6 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
         self.trailing_metadata = (("server-id", server_id),) if server_id else ()
 
     @handler
-    def Train(
-        self, request: pb.TrainRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.TrainResponse]:
-        name = check_name("model_name", request.model_name)
-        given = _set_fields(request.training)
-        for key, names in TRAINING_ENUMS.items():
-            if key in given:
-                given[key] = names.get(given[key], f"unknown value {given[key]}")
-        source: config.SyntheticSpec | config.DatasetTrainingSpec
-        if request.HasField("dataset"):
-            if request.HasField("synthetic"):
-                raise errors.InvalidArgument("dataset", "set synthetic or dataset, not both")
-            source = self._dataset_training(request.dataset)
-            spec = config.resolve_training(given, self.limits, "dataset")
-        else:
-            source = config.resolve_synthetic(_set_fields(request.synthetic), self.limits)
-            spec = config.resolve_training(given, self.limits)
-            config.check_split(source, spec)
-        job = self.trainer.start(name, source, spec)
-        # The callback runs when the call ends (cancelled, deadline passed, or done).
-        if not context.add_callback(job.cancel):
-            job.cancel()  # ended already
-        for event in job:
-            if isinstance(event, ServedModel):
-                yield pb.TrainResponse(model=model_info(event))
-            else:
-                yield pb.TrainResponse(progress=pb.TrainProgress(**asdict(event)))
-
-    def _dataset_training(self, request: pb.DatasetTraining) -> config.DatasetTrainingSpec:
-        """The settings with the dataset's version resolved (0 = the newest now), so that the
-        trainer reads that one; an unknown dataset is NOT_FOUND before any training."""
-        given = _set_fields(request) | {"dataset": _set_fields(request.dataset)}
-        source = config.resolve_dataset_training(given)
-        info = self.datasets.resolve(source.dataset.name, source.dataset.version, "dataset.dataset")
-        if info["num_ratings"] > self.max_dataset_ratings:
-            raise errors.ResourceExhausted(
-                f"dataset {info['name']!r} v{info['version']} holds {info['num_ratings']} "
-                f"ratings, more than the server's cap {self.max_dataset_ratings} "
-                "(--max-dataset-ratings)"
-            )
-        return replace(source, dataset=config.DatasetRef(info["name"], info["version"]))
-
-    def _model(self, ref: pb.ModelRef) -> ServedModel:
-        return self.store.resolve(ref.name, ref.version, label=ref.label)
-
-    def _described(self, served: ServedModel) -> pb.ModelInfo:
-        """A version's ModelInfo with the labels that name it now."""
-        info = model_info(served)
-        info.labels.extend(self.store.labels_of(served))
-        return info
-
-    @handler
     def GetMovieVector(
         self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext
     ) -> pb.GetMovieVectorResponse:
@@ -214,7 +103,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
             pb.GetMovieVectorResponse(
                 movie_id=request.movie_id,
                 vector=served.embedding[row].tolist(),
-                model=_ref(served),
+                model=ref_of(served),
                 title=served.catalogue.title(row),
             ),
         )
@@ -236,7 +125,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
                     strict=True,
                 )
             ],
-            model=_ref(served),
+            model=ref_of(served),
         )
 
     @handler
@@ -274,7 +163,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
                 pb.Neighbor(movie_id=i, score=s, title=catalogue.title(r))
                 for i, r, s in zip(ids, rows, scores, strict=True)
             ],
-            model=_ref(served),
+            model=ref_of(served),
         )
 
     @handler
@@ -285,7 +174,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
         if request.HasField("batch"):
             return self._reconstruct_batch(served, request)
         ws = request.watchers
-        response = pb.ReconstructResponse(model=_ref(served))
+        response = pb.ReconstructResponse(model=ref_of(served))
         if len(ws) == 1:
             (w,) = ws
             probabilities, chosen = served.reconstruct_one(
@@ -331,7 +220,7 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
                 probabilities=probabilities.astype("<f4", copy=False).tobytes(),
                 recommended_movie_ids=ids.tobytes(),
             ),
-            model=_ref(served),
+            model=ref_of(served),
         )
 
     @handler
@@ -351,34 +240,5 @@ class MovieEmbeddingServicer(DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer)
                 )
                 for r in rows
             ],
-            model=_ref(served),
+            model=ref_of(served),
         )
-
-    @handler
-    def ListModels(
-        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
-    ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(
-            models=[self._described(s) for s in self.store.list(request.name)]
-        )
-
-    @handler
-    def GetModel(
-        self, request: pb.GetModelRequest, context: grpc.ServicerContext
-    ) -> pb.GetModelResponse:
-        return pb.GetModelResponse(model=self._described(self._model(request.model)))
-
-    @handler
-    def DeleteModel(
-        self, request: pb.DeleteModelRequest, context: grpc.ServicerContext
-    ) -> pb.DeleteModelResponse:
-        ref = request.model
-        deleted = self.store.delete(ref.name, ref.version, ref.label)
-        return pb.DeleteModelResponse(models=[model_info(s) for s in deleted])
-
-    @handler
-    def SetModelLabel(
-        self, request: pb.SetModelLabelRequest, context: grpc.ServicerContext
-    ) -> pb.SetModelLabelResponse:
-        labels = self.store.set_label(request.name, request.label, request.version)
-        return pb.SetModelLabelResponse(labels=labels)
