@@ -529,7 +529,7 @@ def test_health_check_is_serving(server: ServerProcess, description: str) -> Non
 
 
 def test_the_readme_shows_exactly_these_commands() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "grpcurl.md").read_text()
     shown = [line for line in readme.splitlines() if line.startswith("grpcurl ")]
     assert shown == [
         "grpcurl " + shlex.join(args) + (f" < {STDIN[d][0]}" if d in STDIN else "")
