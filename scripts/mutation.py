@@ -39,6 +39,7 @@ TARGETS = {
     "search": _server("model/search", "search", "inference", "catalogue", "quality"),
     "inference": _server("model/inference", "inference", "catalogue", "quality", "store"),
     "store": _server("store/models", "store", "datasets"),
+    "loaded": _server("store/loaded", "store", "datasets"),
     "versions": _server(
         "store/versions", "versions", "store", "datasets", slow=("integration/test_store_processes.py",)
     ),

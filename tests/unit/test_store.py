@@ -18,8 +18,8 @@ from conftest import wait_until
 
 from movie_embeddings_server import errors
 from movie_embeddings_server.model.catalogue import Catalogue
+from movie_embeddings_server.store import loaded, versions
 from movie_embeddings_server.store import models as store
-from movie_embeddings_server.store import versions
 from movie_embeddings_server.store.models import Store
 
 MOVIES = 10
@@ -249,7 +249,7 @@ def test_damaged_version_is_skipped_with_a_warning(
     _save(s, seed=1)
     damaged = _damaged(tmp_path, 3)
     fresh = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.loaded"):
         assert fresh.load_new() == 2
     assert [m.version for m in fresh.list()] == [1, 2]
     assert fresh.resolve("default", 0).version == 2
@@ -278,7 +278,7 @@ def test_other_damage_is_skipped_too(
     else:
         (version / store.METADATA).unlink()
     fresh = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.loaded"):
         assert fresh.load_new() == 1
     assert fresh.resolve("default", 0).version == 1
     assert any("2" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -295,7 +295,7 @@ def test_truncated_weights_are_skipped_without_leaking_the_file(
     weights.write_bytes(weights.read_bytes()[:100])
     # The warning's record would keep the exception (and any file it holds) alive past this
     # test; silence it so that a leaked open file is collected, and reported, right here.
-    monkeypatch.setattr(store.log, "disabled", True)
+    monkeypatch.setattr(loaded.log, "disabled", True)
     fresh = Store(tmp_path)
     assert fresh.load_new() == 1
     gc.collect()
@@ -656,7 +656,7 @@ def test_a_damaged_version_is_retried_after_1_then_2_seconds_and_holds_up_no_oth
     damaged = _damaged(tmp_path, 2)
     _save(writer)  # 3, after the damaged one
     reader = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.loaded"):
         first = time.monotonic()
         assert reader.load_new() == 2
         assert reader.load_new() == 0
@@ -671,7 +671,7 @@ def test_a_damaged_version_is_retried_after_1_then_2_seconds_and_holds_up_no_oth
         f"skipping damaged model version {damaged} (attempt 2, next in 2 s): {why}",
     ]
     reader._failed[damaged] = (20, 0.0)  # failed 20 times: 2^20 s would be twelve days
-    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.models"):
+    with caplog.at_level(logging.WARNING, logger="movie_embeddings_server.store.loaded"):
         reader.load_new()
     assert _warnings(caplog)[-1] == (
         f"skipping damaged model version {damaged} (attempt 21, next in 300 s): {why}"
