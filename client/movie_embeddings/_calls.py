@@ -39,6 +39,7 @@ READS = [
     "ListDatasets",
     "GetDataset",
     "SearchMovies",
+    "StreamMovieVectors",  # retried only before its first page arrives
 ]
 
 # Reads (never Train, ImportDataset, the deletes or SetModelLabel: they have effects) are
@@ -97,11 +98,18 @@ def open_channel(
     root_certificates: bytes | None,
     certificate_chain: bytes | None,
     private_key: bytes | None,
+    max_message_bytes: int | None = None,
 ) -> Any:
     """A channel from `module` (grpc or grpc.aio) to one or several servers: TLS when asked
-    or when a certificate is given."""
+    or when a certificate is given; messages up to `max_message_bytes` each way (None:
+    gRPC's defaults, 4 MiB received)."""
     address, first_host = grpc_target(target)
     options = list(CHANNEL_OPTIONS)
+    if max_message_bytes is not None:
+        options += [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
     if tls or root_certificates or certificate_chain:
         if first_host:  # the certificate is checked against a name, not an address list
             options.append(("grpc.ssl_target_name_override", first_host))
@@ -170,19 +178,12 @@ def movie_vector(movie_id: int, model: convert.ModelArg) -> Call[np.ndarray]:
     return Call("GetMovieVector", request, lambda r: convert.vector(r.vector))
 
 
-def movie_vectors(
-    movie_ids: Sequence[int] | None, model: convert.ModelArg
-) -> Call[tuple[np.ndarray, np.ndarray]]:
-    request = pb.BatchGetMovieVectorsRequest(
-        model=convert.model_ref(model), movie_ids=list(movie_ids or ())
+def stream_movie_vectors(
+    movie_ids: Sequence[int] | None, model: convert.ModelArg, page_size: int
+) -> pb.StreamMovieVectorsRequest:
+    return pb.StreamMovieVectorsRequest(
+        model=convert.model_ref(model), movie_ids=list(movie_ids or ()), page_size=page_size
     )
-
-    def read(response: pb.BatchGetMovieVectorsResponse) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.array([v.movie_id for v in response.vectors], dtype=np.int64)
-        matrix = np.array([v.vector for v in response.vectors], dtype=np.float32)
-        return ids, matrix.reshape(len(ids), -1)
-
-    return Call("BatchGetMovieVectors", request, read)
 
 
 def nearest_movies(

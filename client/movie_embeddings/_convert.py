@@ -20,6 +20,7 @@ from .types import (
     ModelInfo,
     ModelRef,
     Movie,
+    MovieVectors,
     Neighbor,
     Recommendation,
     Reconstruction,
@@ -60,6 +61,31 @@ def model_ref(model: ModelArg) -> pb.ModelRef:
 
 def from_model_ref(ref: pb.ModelRef) -> ModelRef:
     return ModelRef(name=ref.name or DEFAULT_MODEL, version=ref.version, label=ref.label)
+
+
+def movie_vectors_page(response: pb.StreamMovieVectorsResponse) -> MovieVectors:
+    """One page of StreamMovieVectors (never empty: a page holds at least one movie)."""
+    rows = response.vectors
+    return MovieVectors(
+        movie_ids=np.array([v.movie_id for v in rows], dtype=np.int64),
+        titles=tuple(v.title for v in rows),
+        genres=tuple(tuple(v.genres) for v in rows),
+        num_likes=np.array([v.num_likes for v in rows], dtype=np.int64),
+        vectors=np.array([v.vector for v in rows], dtype=np.float32).reshape(len(rows), -1),
+        model=from_model_ref(response.model),
+    )
+
+
+def joined(pages: list[MovieVectors]) -> MovieVectors:
+    """Pages of one stream as one MovieVectors (at least one page)."""
+    return MovieVectors(
+        movie_ids=np.concatenate([p.movie_ids for p in pages]),
+        titles=tuple(t for p in pages for t in p.titles),
+        genres=tuple(g for p in pages for g in p.genres),
+        num_likes=np.concatenate([p.num_likes for p in pages]),
+        vectors=np.concatenate([p.vectors for p in pages]),
+        model=pages[0].model,
+    )
 
 
 def dataset_ref(dataset: DatasetArg, version: int = 0) -> pb.DatasetRef:

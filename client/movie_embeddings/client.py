@@ -3,7 +3,7 @@ arguments and return types; what each call sends and reads lives once, in _calls
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar, Unpack
 
 import grpc
@@ -20,6 +20,7 @@ from .types import (
     ModelInfo,
     ModelRef,
     Movie,
+    MovieVectors,
     Neighbor,
     Reconstruction,
     ReconstructionBatch,
@@ -52,11 +53,18 @@ class _Connection:
         root_certificates: bytes | None = None,
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self._channel = calls.open_channel(
-            self._grpc, target, tls, root_certificates, certificate_chain, private_key
+            self._grpc,
+            target,
+            tls,
+            root_certificates,
+            certificate_chain,
+            private_key,
+            max_message_bytes,
         )
         self._metadata = calls.bearer(token)
         self._stub = pb_grpc.MovieEmbeddingServiceStub(self._channel)
@@ -80,6 +88,9 @@ class Client(_Connection):
     `token` is sent as `authorization: Bearer <token>` on every call. TLS is on when `tls`
     is true or any certificate is given: `root_certificates` (PEM) to trust the server's
     (None: the system's roots), `certificate_chain` and `private_key` (PEM) for mutual TLS.
+
+    `max_message_bytes` caps one message each way (None: gRPC's defaults, 4 MiB received).
+    Whole catalogues need no more: they arrive as a stream of ~1 MiB pages.
     """
 
     def __enter__(self) -> Client:
@@ -116,14 +127,20 @@ class Client(_Connection):
         `timeout` seconds passing; default: no deadline) cancels the training.
         """
         request = convert.train_request(model, settings)
-        stream = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
+        yield from self._stream("Train", request, timeout, convert.train_event)
+
+    def _stream(
+        self, method: str, request: Any, timeout: float | None, read: Callable[[Any], T]
+    ) -> Iterator[T]:
+        """A server-streaming call's answers, read one by one."""
+        stream = getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
         try:
             for response in stream:
-                yield convert.train_event(response)
+                yield read(response)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         finally:
-            stream.cancel()  # no-op when finished; stops the training when the caller stops early
+            stream.cancel()  # no-op when finished; stops the work when the caller stops early
 
     def movie_vector(
         self, movie_id: int, *, model: convert.ModelArg = None, timeout: Any = _UNSET
@@ -138,8 +155,38 @@ class Client(_Connection):
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, matrix) for the given movies, or for all movies when `movie_ids` is None/empty."""
-        return self._run(calls.movie_vectors(movie_ids, model), timeout)
+        """(ids, matrix) for the given movies, or for all movies when `movie_ids` is None/empty;
+        a catalogue of any size (read as movie_table does)."""
+        table = self.movie_table(movie_ids, model=model, timeout=timeout)
+        return table.movie_ids, table.vectors
+
+    def iter_movie_vectors(
+        self,
+        movie_ids: Sequence[int] | None = None,
+        *,
+        model: convert.ModelArg = None,
+        page_size: int = 0,
+        timeout: Any = _UNSET,
+    ) -> Iterator[MovieVectors]:
+        """Pages of movies' vectors with titles, genres and like counts, in the order asked
+        (all movies in catalogue order when `movie_ids` is None/empty); `page_size` movies a
+        page, 0 = the server's ~1 MiB pages. `timeout` bounds the whole stream."""
+        request = calls.stream_movie_vectors(movie_ids, model, page_size)
+        yield from self._stream(
+            "StreamMovieVectors", request, self._deadline(timeout), convert.movie_vectors_page
+        )
+
+    def movie_table(
+        self,
+        movie_ids: Sequence[int] | None = None,
+        *,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> MovieVectors:
+        """iter_movie_vectors' pages as one MovieVectors: ids, titles, genres, like counts and
+        one (movies x embedding_dim) float32 matrix."""
+        pages = self.iter_movie_vectors(movie_ids, model=model, timeout=timeout)
+        return convert.joined(list(pages))
 
     def nearest_movies(
         self,
@@ -318,10 +365,17 @@ class AsyncClient(_Connection):
     ) -> AsyncIterator[TrainProgress | ModelInfo]:
         """As Client.train; leaving the `async for` early cancels the training."""
         request = convert.train_request(model, settings)
-        stream = self._stub.Train(request, timeout=timeout, metadata=self._metadata)
+        async for event in self._stream("Train", request, timeout, convert.train_event):
+            yield event
+
+    async def _stream(
+        self, method: str, request: Any, timeout: float | None, read: Callable[[Any], T]
+    ) -> AsyncIterator[T]:
+        """As Client._stream."""
+        stream = getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
         try:
             async for response in stream:
-                yield convert.train_event(response)
+                yield read(response)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         finally:
@@ -341,7 +395,34 @@ class AsyncClient(_Connection):
         timeout: Any = _UNSET,
     ) -> tuple[np.ndarray, np.ndarray]:
         """As Client.movie_vectors."""
-        return await self._run(calls.movie_vectors(movie_ids, model), timeout)
+        table = await self.movie_table(movie_ids, model=model, timeout=timeout)
+        return table.movie_ids, table.vectors
+
+    async def iter_movie_vectors(
+        self,
+        movie_ids: Sequence[int] | None = None,
+        *,
+        model: convert.ModelArg = None,
+        page_size: int = 0,
+        timeout: Any = _UNSET,
+    ) -> AsyncIterator[MovieVectors]:
+        """As Client.iter_movie_vectors."""
+        request = calls.stream_movie_vectors(movie_ids, model, page_size)
+        async for page in self._stream(
+            "StreamMovieVectors", request, self._deadline(timeout), convert.movie_vectors_page
+        ):
+            yield page
+
+    async def movie_table(
+        self,
+        movie_ids: Sequence[int] | None = None,
+        *,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> MovieVectors:
+        """As Client.movie_table."""
+        pages = self.iter_movie_vectors(movie_ids, model=model, timeout=timeout)
+        return convert.joined([page async for page in pages])
 
     async def nearest_movies(
         self,

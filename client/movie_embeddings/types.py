@@ -212,6 +212,22 @@ class Movie:
     num_likes: int
 
 
+@dataclass(frozen=True, eq=False)
+class MovieVectors:
+    """Movies' vectors with their catalogue entries, row i of `vectors` being movie_ids[i]: a
+    page of StreamMovieVectors, or a whole catalogue (Client.movie_table)."""
+
+    movie_ids: np.ndarray  # int64, (n,)
+    titles: tuple[str, ...]
+    genres: tuple[tuple[str, ...], ...]
+    num_likes: np.ndarray  # int64, (n,): likes among the model's training watchers
+    vectors: np.ndarray  # float32, (n, embedding_dim)
+    model: ModelRef
+
+    def __len__(self) -> int:
+        return len(self.movie_ids)
+
+
 # --- columns of a dataset to import ----------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ COMMON = [
     "--tls-ca",
     "--tls-cert",
     "--tls-key",
+    "--max-message-bytes",
 ]
 WITH_MODEL = [*COMMON, "--model", "--version", "--label"]
 OPTIONS = {

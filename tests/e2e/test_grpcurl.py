@@ -31,6 +31,7 @@ RPCS = [
     "SearchMovies",
     "DeleteModel",
     "SetModelLabel",
+    "StreamMovieVectors",
 ]
 # Written as a user would type them; the tests put the server's address in place of TARGET.
 TARGET = "localhost:50051"
@@ -56,6 +57,16 @@ GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
             '{"movieIds": [3, 0, 3, 79]}',
             TARGET,
             f"{SERVICE}/BatchGetMovieVectors",
+        ],
+    ),
+    (
+        "stream every movie vector, in pages (a catalogue of any size)",
+        [
+            "-plaintext",
+            "-d",
+            '{"pageSize": 50}',
+            TARGET,
+            f"{SERVICE}/StreamMovieVectors",
         ],
     ),
     (
@@ -357,6 +368,16 @@ def test_batch_get_movie_vectors(server: ServerProcess, client: me.Client) -> No
     ids, matrix = client.movie_vectors([3, 0, 3, 79])
     assert [movie_id(v) for v in got["vectors"]] == ids.tolist() == [3, 0, 3, 79]
     np.testing.assert_array_equal(f32([v["vector"] for v in got["vectors"]]), matrix)
+
+
+def test_stream_movie_vectors(server: ServerProcess, client: me.Client) -> None:
+    pages = messages(ok(server, "stream every movie vector, in pages (a catalogue of any size)"))
+    ids, matrix = client.movie_vectors()
+    assert [len(page["vectors"]) for page in pages] == [50, 30]
+    assert {page["total_movies"] for page in pages} == {80}
+    got = [v for page in pages for v in page["vectors"]]
+    assert [movie_id(v) for v in got] == ids.tolist()
+    np.testing.assert_array_equal(np.stack([f32(v["vector"]) for v in got]), matrix)
 
 
 def test_nearest_movies_to_a_movie(server: ServerProcess, client: me.Client) -> None:

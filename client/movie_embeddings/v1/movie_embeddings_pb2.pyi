@@ -803,13 +803,23 @@ class MovieVector(_message.Message):
     MOVIE_ID_FIELD_NUMBER: _builtins.int
     VECTOR_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
+    GENRES_FIELD_NUMBER: _builtins.int
+    NUM_LIKES_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """Movie id."""
     title: _builtins.str
     """The movie's title ("" when its catalogue has none)."""
+    num_likes: _builtins.int
+    """Likes it had among the model's training watchers. Set by
+    StreamMovieVectors only.
+    """
     @_builtins.property
     def vector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Row movie_id of the embedding kernel; embedding_dim values."""
+
+    @_builtins.property
+    def genres(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its genres ("Comedy", ...), empty when unknown. Set by StreamMovieVectors only."""
 
     def __init__(
         self,
@@ -817,14 +827,87 @@ class MovieVector(_message.Message):
         movie_id: _builtins.int = ...,
         vector: _abc.Iterable[_builtins.float] | None = ...,
         title: _builtins.str = ...,
+        genres: _abc.Iterable[_builtins.str] | None = ...,
+        num_likes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "title", b"title", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["genres", b"genres", "movie_id", b"movie_id", "num_likes", b"num_likes", "title", b"title", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MovieVector: _TypeAlias = MovieVector  # noqa: Y015
+
+@_typing.final
+class StreamMovieVectorsRequest(_message.Message):
+    """Asks for several movies' vectors as a stream of pages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Movies per page: 0 = as many as fit in ~1 MiB; at most 100,000."""
+    @_builtins.property
+    def model(self) -> Global___ModelRef:
+        """Model version to read. Unset = the newest version of "default"."""
+
+    @_builtins.property
+    def movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Movie ids, answered in this order (repeats allowed). Empty = all movies,
+        in catalogue order. Each: >= 0 (INVALID_ARGUMENT) and in the catalogue
+        (NOT_FOUND).
+        """
+
+    def __init__(
+        self,
+        *,
+        model: Global___ModelRef | None = ...,
+        movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "movie_ids", b"movie_ids", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamMovieVectorsRequest: _TypeAlias = StreamMovieVectorsRequest  # noqa: Y015
+
+@_typing.final
+class StreamMovieVectorsResponse(_message.Message):
+    """One page of movies' vectors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTORS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    TOTAL_MOVIES_FIELD_NUMBER: _builtins.int
+    total_movies: _builtins.int
+    """Movies in the whole stream, all pages together."""
+    @_builtins.property
+    def vectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___MovieVector]:
+        """The page's movies, in the order asked; with genres and like counts."""
+
+    @_builtins.property
+    def model(self) -> Global___ModelRef:
+        """The model version that answered (the same on every page)."""
+
+    def __init__(
+        self,
+        *,
+        vectors: _abc.Iterable[Global___MovieVector] | None = ...,
+        model: Global___ModelRef | None = ...,
+        total_movies: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "total_movies", b"total_movies", "vectors", b"vectors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamMovieVectorsResponse: _TypeAlias = StreamMovieVectorsResponse  # noqa: Y015
 
 @_typing.final
 class Vector(_message.Message):

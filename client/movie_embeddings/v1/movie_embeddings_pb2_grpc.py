@@ -113,6 +113,11 @@ class MovieEmbeddingServiceStub:
                 request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelRequest.SerializeToString,
                 response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelResponse.FromString,
                 _registered_method=True)
+        self.StreamMovieVectors = channel.unary_stream(
+                '/movie_embeddings.v1.MovieEmbeddingService/StreamMovieVectors',
+                request_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.StreamMovieVectorsRequest.SerializeToString,
+                response_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.StreamMovieVectorsResponse.FromString,
+                _registered_method=True)
 
 
 class MovieEmbeddingServiceServicer:
@@ -241,6 +246,16 @@ class MovieEmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamMovieVectors(self, request, context):
+        """Streams the vectors of several movies (all movies when none are named) in
+        pages of at most ~1 MiB each, with titles, genres and like counts: a whole
+        catalogue of any size, where one BatchGetMovieVectors answer would pass
+        gRPC's default 4 MiB message limit (~5,000 movies at 200 dimensions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MovieEmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +328,11 @@ def add_MovieEmbeddingServiceServicer_to_server(servicer, server):
                     servicer.SetModelLabel,
                     request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelRequest.FromString,
                     response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelResponse.SerializeToString,
+            ),
+            'StreamMovieVectors': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamMovieVectors,
+                    request_deserializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.StreamMovieVectorsRequest.FromString,
+                    response_serializer=movie__embeddings_dot_v1_dot_movie__embeddings__pb2.StreamMovieVectorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -702,6 +722,33 @@ class MovieEmbeddingService:
             '/movie_embeddings.v1.MovieEmbeddingService/SetModelLabel',
             movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelRequest.SerializeToString,
             movie__embeddings_dot_v1_dot_movie__embeddings__pb2.SetModelLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamMovieVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/movie_embeddings.v1.MovieEmbeddingService/StreamMovieVectors',
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.StreamMovieVectorsRequest.SerializeToString,
+            movie__embeddings_dot_v1_dot_movie__embeddings__pb2.StreamMovieVectorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,12 @@ class MovieEmbeddingServiceStub:
     that version, on every replica within its poll interval. Needs the token
     wherever Train does.
     """
+    StreamMovieVectors: _grpc.UnaryStreamMultiCallable[_movie_embeddings_pb2.StreamMovieVectorsRequest, _movie_embeddings_pb2.StreamMovieVectorsResponse]
+    """Streams the vectors of several movies (all movies when none are named) in
+    pages of at most ~1 MiB each, with titles, genres and like counts: a whole
+    catalogue of any size, where one BatchGetMovieVectors answer would pass
+    gRPC's default 4 MiB message limit (~5,000 movies at 200 dimensions).
+    """
 
 @_typing.type_check_only
 class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
@@ -158,6 +164,12 @@ class MovieEmbeddingServiceAsyncStub(MovieEmbeddingServiceStub):
     removes it; queries naming the label (ModelRef.label) are then answered by
     that version, on every replica within its poll interval. Needs the token
     wherever Train does.
+    """
+    StreamMovieVectors: _aio.UnaryStreamMultiCallable[_movie_embeddings_pb2.StreamMovieVectorsRequest, _movie_embeddings_pb2.StreamMovieVectorsResponse]  # type: ignore[assignment]
+    """Streams the vectors of several movies (all movies when none are named) in
+    pages of at most ~1 MiB each, with titles, genres and like counts: a whole
+    catalogue of any size, where one BatchGetMovieVectors answer would pass
+    gRPC's default 4 MiB message limit (~5,000 movies at 200 dimensions).
     """
 
 class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -304,6 +316,18 @@ class MovieEmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
         removes it; queries naming the label (ModelRef.label) are then answered by
         that version, on every replica within its poll interval. Needs the token
         wherever Train does.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamMovieVectors(
+        self,
+        request: _movie_embeddings_pb2.StreamMovieVectorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_movie_embeddings_pb2.StreamMovieVectorsResponse], _abc.AsyncIterator[_movie_embeddings_pb2.StreamMovieVectorsResponse]]:
+        """Streams the vectors of several movies (all movies when none are named) in
+        pages of at most ~1 MiB each, with titles, genres and like counts: a whole
+        catalogue of any size, where one BatchGetMovieVectors answer would pass
+        gRPC's default 4 MiB message limit (~5,000 movies at 200 dimensions).
         """
 
 def add_MovieEmbeddingServiceServicer_to_server(servicer: MovieEmbeddingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

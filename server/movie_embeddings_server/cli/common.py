@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,9 @@ import movie_embeddings as me
 from ..serving.security import TOKEN_ENV
 
 DEFAULT_PORT = int(me.DEFAULT_TARGET.rpartition(":")[2])
+TARGET_ENV = "MOVIE_EMBEDDINGS_TARGET"
+_BYTE_UNITS = {"": 1, "B": 1, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_BYTE_SIZE = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
 
 Handler = Callable[[me.Client, argparse.Namespace], int | None]
 
@@ -67,6 +71,18 @@ def target(text: str) -> str:
     return ",".join(_with_port(part) for part in parts)
 
 
+def byte_size(text: str) -> int:
+    """A size in bytes, >= 1: "4194304", "64MiB", "512KiB", "1GiB"."""
+    match = _BYTE_SIZE.fullmatch(text)
+    unit = _BYTE_UNITS.get(match.group(2).upper()) if match else None
+    if match is None or unit is None or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a size in bytes >= 1, e.g. 4194304 or 64MiB (units KiB, MiB, GiB), "
+            f"got {text!r}"
+        )
+    return int(match.group(1)) * unit
+
+
 def movie_ids(text: str) -> list[int]:
     """Comma-separated movie ids: "3,14,15"."""
     try:
@@ -106,10 +122,10 @@ def connection_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--target",
         type=target,
-        default=me.DEFAULT_TARGET,
+        default=os.environ.get(TARGET_ENV, me.DEFAULT_TARGET),
         help="server address HOST[:PORT] (port 50051 when not given), several as "
         "HOST1:PORT1,HOST2:PORT2, or a DNS name with several addresses; calls are spread "
-        "round-robin (default: %(default)s)",
+        f"round-robin (default: ${TARGET_ENV}, else {me.DEFAULT_TARGET})",
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     common.add_argument(
@@ -127,6 +143,13 @@ def connection_options() -> argparse.ArgumentParser:
         default=None,
         help="deadline of the call in seconds (default: "
         f"{me.client.DEFAULT_TIMEOUT:g} for queries, none for train and import)",
+    )
+    common.add_argument(
+        "--max-message-bytes",
+        type=byte_size,
+        default=None,
+        help="largest message sent or received, e.g. 64MiB (default: gRPC's, 4MiB received; "
+        "whole catalogues need no more: they stream in ~1 MiB pages)",
     )
     return common
 
@@ -182,6 +205,7 @@ def connect(args: argparse.Namespace) -> me.Client:
         root_certificates=_read(args.tls_ca),
         certificate_chain=_read(args.tls_cert),
         private_key=_read(args.tls_key),
+        max_message_bytes=args.max_message_bytes,
     )
 
 

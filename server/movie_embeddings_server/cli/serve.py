@@ -14,6 +14,7 @@ from ..serving.security import TOKEN_ENV
 from .common import (
     DEFAULT_PORT,
     UsageError,
+    byte_size,
     nonnegative_float,
     port,
     positive_float,
@@ -159,9 +160,9 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--max-message-bytes",
-        type=positive_int,
+        type=byte_size,
         default=4 * 2**20,
-        help="largest request or response; larger ones fail RESOURCE_EXHAUSTED "
+        help="largest request or response, e.g. 64MiB; larger ones fail RESOURCE_EXHAUSTED "
         "(default: %(default)s, gRPC's own)",
     )
 

@@ -4,6 +4,7 @@ model here, its versions' RPCs in model_rpcs.py, the datasets' in dataset_rpcs.p
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -31,6 +32,12 @@ METRIC_NAMES = {
     pb.METRIC_EUCLIDEAN: "euclidean",
 }
 
+
+# StreamMovieVectors' pages: ~1 MiB each, a quarter of gRPC's default message limit, counting
+# ROW_BYTES of title, genres and framing a movie beside its floats.
+PAGE_BYTES = 1 << 20
+ROW_BYTES = 128
+MAX_PAGE_SIZE = 100_000
 
 # By-id answers with k up to this are kept in the version's memo; larger ones are rare and big.
 MEMO_MAX_K = 100
@@ -127,6 +134,41 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
             ],
             model=ref_of(served),
         )
+
+    @handler
+    def StreamMovieVectors(
+        self, request: pb.StreamMovieVectorsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamMovieVectorsResponse]:
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise errors.InvalidArgument(
+                "page_size",
+                f"must be in [0, {MAX_PAGE_SIZE}] (0 = ~1 MiB pages), got {request.page_size}",
+            )
+        served = self._model(request.model)
+        catalogue = served.catalogue
+        rows, matrix = served.vectors(np.asarray(request.movie_ids, dtype=np.int64))
+        page = request.page_size or max(1, PAGE_BYTES // (4 * served.embedding_dim + ROW_BYTES))
+        for start in range(0, len(rows), page):
+            chosen = rows[start : start + page]
+            yield pb.StreamMovieVectorsResponse(
+                vectors=[
+                    pb.MovieVector(
+                        movie_id=i,
+                        vector=vector,
+                        title=catalogue.title(row),
+                        genres=catalogue.genre_list(row),
+                        num_likes=int(catalogue.num_likes[row]),
+                    )
+                    for i, row, vector in zip(
+                        catalogue.ids(chosen).tolist(),
+                        chosen.tolist(),
+                        matrix[start : start + page].tolist(),
+                        strict=True,
+                    )
+                ],
+                model=ref_of(served),
+                total_movies=len(rows),
+            )
 
     @handler
     def NearestMovies(
