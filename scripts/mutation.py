@@ -38,6 +38,8 @@ def _server(path: str, *tests: str, slow: tuple[str, ...] = ()) -> Target:
 TARGETS = {
     "search": _server("model/search", "search", "inference", "catalogue", "quality"),
     "inference": _server("model/inference", "inference", "catalogue", "quality", "store"),
+    "vectors": _server("model/vectors", "inference", "catalogue", "quality", "store"),
+    "watchers": _server("model/watchers", "inference", "catalogue", "quality", "store"),
     "store": _server("store/models", "store", "datasets"),
     "loaded": _server("store/loaded", "store", "datasets"),
     "versions": _server(

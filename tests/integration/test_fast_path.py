@@ -7,7 +7,7 @@ import pytest
 
 import movie_embeddings as me
 from movie_embeddings_server import config
-from movie_embeddings_server.model.inference import TABLE_MOVIES
+from movie_embeddings_server.model.vectors import TABLE_MOVIES
 from movie_embeddings_server.store.models import KERAS_MODEL
 
 

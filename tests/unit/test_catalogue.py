@@ -11,7 +11,8 @@ import pytest
 from movie_embeddings_server import errors
 from movie_embeddings_server.model import search
 from movie_embeddings_server.model.catalogue import Catalogue, words
-from movie_embeddings_server.model.inference import TABLE_MOVIES, ServedModel
+from movie_embeddings_server.model.inference import ServedModel
+from movie_embeddings_server.model.vectors import TABLE_MOVIES
 
 TITLES = {
     1: ("Toy Story (1995)", "Adventure|Animation|Children|Comedy|Fantasy", 215),

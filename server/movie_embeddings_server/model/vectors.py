@@ -1,0 +1,105 @@
+"""A model version's movie vectors: looked up by id, and the nearest neighbours of one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidArgument
+from . import search
+from .catalogue import Catalogue
+
+# Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie
+# catalogue: 8 MiB per metric), so a query by movie id reads a row instead of searching.
+TABLE_MOVIES = 1024
+
+
+class MovieVectors:
+    """A version's movies: their catalogue (the identity when none is given) and embedding
+    vectors in its rows, with the unit rows of cosine scores and the ranking tables."""
+
+    def __init__(self, embedding: np.ndarray, catalogue: Catalogue | None) -> None:
+        self.embedding = np.ascontiguousarray(embedding, dtype=np.float32)
+        self.catalogue = catalogue or Catalogue.identity(len(self.embedding))
+        self.unit = search.unit_rows(self.embedding)
+        self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def num_movies(self) -> int:
+        return int(self.embedding.shape[0])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embedding.shape[1])
+
+    def vectors(self, ids: np.ndarray, field: str = "movie_ids") -> tuple[np.ndarray, np.ndarray]:
+        """The rows of movies `ids` and their embedding vectors (every row, in catalogue order,
+        when `ids` is empty)."""
+        if ids.size == 0:
+            return np.arange(self.num_movies), self.embedding
+        rows = self.catalogue.rows(field, ids)
+        return rows, self.embedding[rows]
+
+    def nearest(
+        self,
+        *,
+        movie_id: int | None,
+        vector: np.ndarray | None,
+        k: int,
+        metric: str,
+        exclude: np.ndarray,
+    ) -> tuple[list[int], list[float]]:
+        """Rows and scores of the k nearest movies, best first; the query movie is excluded.
+        `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back)."""
+        if k < 0:
+            raise InvalidArgument("k", f"must be >= 0, got {k}")
+        exclude = self.catalogue.rows("exclude_movie_ids", exclude)
+        if (movie_id is None) == (vector is None):
+            raise InvalidArgument("query", "set exactly one of movie_id or vector")
+        if movie_id is not None:
+            row = self.catalogue.row("movie_id", movie_id)
+            if self.num_movies <= TABLE_MOVIES:
+                return self._from_table(row, k, metric, set(exclude.tolist()))
+            query = self.embedding[row]
+            exclude = np.append(exclude, row)
+        else:
+            assert vector is not None
+            query = self._check_vector(vector, metric)
+        row_scores = search.scores(self.embedding, self.unit, query, metric)
+        rows = search.top_k(row_scores, k, exclude)
+        return rows.tolist(), row_scores[rows].tolist()
+
+    def _from_table(
+        self, row: int, k: int, metric: str, excluded: set[int]
+    ) -> tuple[list[int], list[float]]:
+        """A movie's neighbours read off its row of the ranking table: no search per query."""
+        order, ranked_scores = self._table(metric)
+        ids = order[row, : k + len(excluded)].tolist()
+        scores = ranked_scores[row, : k + len(excluded)].tolist()
+        if excluded:
+            kept = [i for i, m in enumerate(ids) if m not in excluded][:k]
+            return [ids[i] for i in kept], [scores[i] for i in kept]
+        return ids[:k], scores[:k]
+
+    def _table(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every movie's other movies ranked (ties by lower id), built on first use."""
+        if metric not in self._tables:
+            # Scored exactly as a search scores them, so both paths rank alike.
+            order = np.empty((self.num_movies, self.num_movies - 1), dtype=np.int32)
+            ranked = np.empty(order.shape, dtype=np.float32)
+            for m in range(self.num_movies):
+                row = search.scores(self.embedding, self.unit, self.embedding[m], metric)
+                order[m] = search.top_k(row, self.num_movies, np.array([m]))
+                ranked[m] = row[order[m]]
+            self._tables[metric] = (order, ranked)  # a racing thread builds the same table
+        return self._tables[metric]
+
+    def _check_vector(self, vector: np.ndarray, metric: str) -> np.ndarray:
+        if vector.shape != (self.embedding_dim,):
+            raise InvalidArgument(
+                "vector.values", f"must have {self.embedding_dim} values, got {vector.size}"
+            )
+        if not np.isfinite(vector).all():
+            raise InvalidArgument("vector.values", "must be finite (no NaN or Inf)")
+        if metric == "cosine" and not np.any(vector):
+            raise InvalidArgument("vector.values", "must not be all zero with the cosine metric")
+        return vector.astype(np.float32)
