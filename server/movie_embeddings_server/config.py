@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import InvalidArgument, ResourceExhausted
+from .errors import InvalidArgument, ResourceExhausted, quoted
 
 DEFAULT_MODEL = "default"
 PRESETS = ("default", "notebook")
@@ -173,7 +173,7 @@ def resolve_training(
     `given` put in, bounds checked."""
     preset = given.get("preset") or "default"
     if preset not in PRESETS:
-        raise InvalidArgument("training.preset", f"must be one of {PRESETS}, got {preset!r}")
+        raise InvalidArgument("training.preset", f"must be one of {PRESETS}, got {quoted(preset)}")
     spec = replace(_PRESETS[source][preset], **{k: v for k, v in given.items() if k != "preset"})
     _check_range("training.embedding_dim", spec.embedding_dim, 1, limits.max_embedding_dim)
     _check_range("training.hidden_units", spec.hidden_units, 1, limits.max_hidden_units)
@@ -191,12 +191,12 @@ def resolve_training(
     if spec.learning_rate_schedule not in SCHEDULES:
         raise InvalidArgument(
             "training.learning_rate_schedule",
-            f"must be one of {SCHEDULES}, got {spec.learning_rate_schedule!r}",
+            f"must be one of {SCHEDULES}, got {quoted(spec.learning_rate_schedule)}",
         )
     if spec.embedding_initializer not in INITIALIZERS:
         raise InvalidArgument(
             "training.embedding_initializer",
-            f"must be one of {', '.join(INITIALIZERS)}, got {spec.embedding_initializer!r}",
+            f"must be one of {', '.join(INITIALIZERS)}, got {quoted(spec.embedding_initializer)}",
         )
     _check_range("training.embedding_l2", spec.embedding_l2, 0, 1)
     _check_range("training.early_stopping_patience", spec.early_stopping_patience, 0, 1000)

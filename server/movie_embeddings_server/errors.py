@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+QUOTED_CHARACTERS = 100  # of a caller's value in an error message; the rest is counted
+
+
+def quoted(value: str) -> str:
+    """A caller's value as an error message quotes it: whole when short, else its first
+    QUOTED_CHARACTERS characters and its length (a 200,000-character name is not echoed)."""
+    if len(value) <= QUOTED_CHARACTERS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARACTERS] + '...'!r} ({len(value)} characters)"
+
 
 class ServiceError(Exception):
     """A request the server refuses; the message is safe to show to the caller."""

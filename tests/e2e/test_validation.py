@@ -250,6 +250,31 @@ NOT_FOUND = [
 ]
 
 
+LONG = 200_000  # characters of a caller's value; an error quotes ~100 and says how many
+
+
+def _titles_clash(first: str, second: str) -> list[pb.ImportDatasetRequest]:
+    """An import listing movie 1 with two titles."""
+    return [
+        pb.ImportDatasetRequest(header=pb.DatasetHeader(name="clash")),
+        pb.ImportDatasetRequest(
+            ratings=pb.RatingChunk(watcher_ids=[1], movie_ids=[1], ratings=[4.0])
+        ),
+        pb.ImportDatasetRequest(movies=pb.MovieChunk(movie_ids=[1, 1], titles=[first, second])),
+    ]
+
+
+# (method, request, field, how many long values the message quotes)
+LONG_VALUES = [
+    ("Train", pb.TrainRequest(model_name="x" * LONG), "model_name", 1),
+    ("Train", _train(embedding_initializer="x" * LONG), "training.embedding_initializer", 1),
+    ("GetModel", pb.GetModelRequest(model=pb.ModelRef(label="x" * LONG)), "model.label", 1),
+    ("SetModelLabel", pb.SetModelLabelRequest(name="x" * LONG, label="a"), "name", 1),
+    ("ListDatasets", pb.ListDatasetsRequest(name="x" * LONG), "name", 1),
+    ("ImportDataset", _titles_clash("x" * LONG, "y" * LONG), "chunks[2].movies.titles[1]", 2),
+]
+
+
 @pytest.fixture(scope="module")
 def stub(server) -> Iterator[pb_grpc.MovieEmbeddingServiceStub]:  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(server.target) as channel:
@@ -258,6 +283,8 @@ def stub(server) -> Iterator[pb_grpc.MovieEmbeddingServiceStub]:  # type: ignore
 
 def _error(stub: pb_grpc.MovieEmbeddingServiceStub, method: str, request) -> grpc.RpcError:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as info:
+        if isinstance(request, list):  # a client stream
+            request = iter(request)
         result = getattr(stub, method)(request, timeout=30)
         if method == "Train":
             list(result)  # a stream fails when read
@@ -279,6 +306,26 @@ def test_malformed_input_is_invalid_argument_naming_field_and_bound(
     assert status.details[0].Unpack(bad_request)
     assert [v.field for v in bad_request.field_violations] == [field]
     assert bound in bad_request.field_violations[0].description
+
+
+@pytest.mark.parametrize(("method", "request_", "field", "quotes"), LONG_VALUES)
+def test_a_long_value_is_quoted_bounded_with_its_length(
+    stub, method: str, request_, field: str, quotes: int
+) -> None:
+    error = _error(stub, method, request_)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()[:300]
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    violation = bad_request.field_violations[0]
+    assert violation.field == field
+    for text in (error.details(), violation.description):
+        assert text.count(f"...' ({LONG} characters)") == quotes, text
+        assert "x" * 100 + "...'" in text
+        assert "x" * 101 not in text
+        assert len(text) < 400 * quotes
+    assert len(status.SerializeToString()) < 1000 * quotes  # was over 2 x LONG bytes
 
 
 @pytest.mark.parametrize(("method", "request_", "message"), NOT_FOUND)

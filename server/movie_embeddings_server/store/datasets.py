@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgument, NotFound, ResourceExhausted
+from ..errors import InvalidArgument, NotFound, ResourceExhausted, quoted
 from .versions import (
     DATASETS_DIR,
     NAME_RE,
@@ -328,8 +328,9 @@ class DatasetBuilder:
                 i = clash[np.argmin(order[clash])]  # the first clash in the stream
                 raise InvalidArgument(
                     part.locate(int(order[i]), column),
-                    f"movie {ids_sorted[i]} is listed with {str(text_sorted[i])!r} here but with "
-                    f"{str(text_sorted[i - 1])!r} at {part.locate(int(order[i - 1]), column)}",
+                    f"movie {ids_sorted[i]} is listed with {quoted(str(text_sorted[i]))} here "
+                    f"but with {quoted(str(text_sorted[i - 1]))} at "
+                    f"{part.locate(int(order[i - 1]), column)}",
                 )
             out = np.full(len(listed), "", dtype=text.dtype)
             out[np.searchsorted(listed, ids_sorted)] = text_sorted

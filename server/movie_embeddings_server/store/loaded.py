@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DEFAULT_MODEL
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, quoted
 from ..model.catalogue import Catalogue
 from ..model.inference import WEIGHT_NAMES, ServedModel
 from .versions import DATASETS_DIR, check_store_name, version_numbers
@@ -37,7 +37,7 @@ def check_name(field: str, name: str) -> str:
 
 def check_label(field: str, label: str) -> str:
     if not LABEL_RE.fullmatch(label):
-        raise InvalidArgument(field, f"must match {LABEL_PATTERN}, got {label!r}")
+        raise InvalidArgument(field, f"must match {LABEL_PATTERN}, got {quoted(label)}")
     return label
 
 

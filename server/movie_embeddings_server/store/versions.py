@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, quoted
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ STALE_STAGING_SECONDS = 3600.0  # a staging directory this old belongs to no liv
 def check_store_name(field: str, name: str) -> str:
     """A name that cannot leave the store's directory."""
     if not NAME_RE.fullmatch(name):
-        raise InvalidArgument(field, f"must match {NAME_PATTERN}, got {name!r}")
+        raise InvalidArgument(field, f"must match {NAME_PATTERN}, got {quoted(name)}")
     return name
 
 
