@@ -48,6 +48,8 @@ OPTIONS = {
         "--max-hidden-units",
         "--max-dataset-ratings",
         "--grace-seconds",
+        "--batch-wait-us",
+        "--max-batch-rows",
         "--max-message-bytes",
         "--tls-cert",
         "--tls-key",

@@ -16,6 +16,7 @@ from .common import (
     UsageError,
     byte_size,
     nonnegative_float,
+    nonnegative_int,
     port,
     positive_float,
     positive_int,
@@ -24,6 +25,8 @@ from .common import (
 DEFAULT_DATA_DIR = "data"
 # ServerConfig's default (a test keeps them equal): here, so that parsing need not load app.
 DEFAULT_MAX_DATASET_RATINGS = 50_000_000
+DEFAULT_BATCH_WAIT_US = 1000
+DEFAULT_MAX_BATCH_ROWS = 32
 
 LIMIT_HELP = {
     "max_cells": "num_watchers x num_movies (RESOURCE_EXHAUSTED)",
@@ -69,6 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_dataset_ratings=args.max_dataset_ratings,
         grace_seconds=args.grace_seconds,
         max_message_bytes=args.max_message_bytes,
+        batch_wait_us=args.batch_wait_us,
+        max_batch_rows=args.max_batch_rows,
         tls_cert=_path(args.tls_cert),
         tls_key=_path(args.tls_key),
         tls_client_ca=_path(args.tls_client_ca),
@@ -157,6 +162,21 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_DATASET_RATINGS,
         help="cap on the ratings of one imported dataset version; more is refused "
         "(RESOURCE_EXHAUSTED) (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--batch-wait-us",
+        type=nonnegative_int,
+        default=DEFAULT_BATCH_WAIT_US,
+        help="longest a Reconstruct or NearestMovies-by-vector call waits for concurrent calls "
+        "on the same model version, to answer them all from one pass over its layer; 0 = "
+        "never gather (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-batch-rows",
+        type=positive_int,
+        default=DEFAULT_MAX_BATCH_ROWS,
+        help="watchers (or query vectors) one gathered pass takes at most; a call with more "
+        "runs alone (default: %(default)s)",
     )
     serve.add_argument(
         "--max-message-bytes",

@@ -18,7 +18,7 @@ MEMO_ANSWERS = 16384
 WEIGHT_NAMES = ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias")
 
 
-def _check_top_k(top_k: int) -> None:
+def check_top_k(top_k: int) -> None:
     if top_k < 0:
         raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
 
@@ -106,7 +106,7 @@ class ServedModel(WatcherInput):
     def reconstruct_padded(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         """`reconstruct` with the recommended rows as one (watchers, top_k) matrix, -1 where a
         watcher has fewer than top_k movies not liked."""
-        _check_top_k(top_k)
+        check_top_k(top_k)
         probabilities = self.forward(watchers)
         return probabilities, search.top_k_padded(probabilities, top_k, watchers.ratings >= 0.5)
 
@@ -119,26 +119,43 @@ class ServedModel(WatcherInput):
         top_k: int,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`reconstruct` of one watcher: probabilities (movies,) and the rows of its top_k
-        likeliest movies not liked, in about fifteen numpy calls on vectors (each costs a
-        microsecond or two here, a 1 x 80 product no more). The hidden layer adds up the
-        folded rows of the rated movies, the features' rows and the bias row."""
-        self._check_watcher(0, ratings, liked, age_years, education)
-        _check_top_k(top_k)
+        likeliest movies not liked."""
+        hidden, excluded = self.hidden_one(0, ratings, liked, age_years, education)
+        check_top_k(top_k)
+        probabilities = self.probabilities(hidden)
+        return probabilities, search.top_k(probabilities, top_k, excluded)
+
+    def hidden_one(
+        self,
+        i: int,
+        ratings: Sequence[float],
+        liked: Sequence[int],
+        age_years: float,
+        education: int,
+    ) -> tuple[np.ndarray, list[int]]:
+        """Watcher i of a request: its hidden layer (units + 1,), the last unit the constant 1
+        that carries the output bias, and the rows it liked (never recommended to it); in
+        about ten numpy calls on vectors (each a microsecond or two). The hidden layer adds up
+        the folded rows of the rated movies, the features' rows and the bias row."""
+        self._check_watcher(i, ratings, liked, age_years, education)
         age = (age_years - self.age_mean) / self.age_std if self.has_age else 0.0
         level = education if self.has_education else 0
         # Only the rows of rated movies enter the sum, in the same order for ratings and for
         # liked ids: a watcher described either way gets the very same floats.
         if ratings:
             values = np.array(ratings[:], np.float32)
-            check_ratings(values[None], lambda _: "watchers[0].ratings")
+            check_ratings(values[None], lambda _: f"watchers[{i}].ratings")
             rows = np.flatnonzero(values).tolist()
             weights = values[rows].tolist()
             excluded = np.flatnonzero(values >= 0.5).tolist()
         else:
-            rows = excluded = self._liked_rows(0, liked)
+            rows = excluded = self._liked_rows(i, liked)
             weights = [1.0] * len(rows)
         x = np.array([age, level, *weights, 1.0], np.float32)
         hidden = x @ self.input_to_hidden.take([0, 1, *[r + 2 for r in rows], -1], axis=0)
-        np.maximum(hidden, 0.0, out=hidden)
-        probabilities = _sigmoid_of_negated(hidden @ self.negated_output)
-        return probabilities, search.top_k(probabilities, top_k, excluded)
+        return np.maximum(hidden, 0.0, out=hidden), excluded
+
+    def probabilities(self, hidden: np.ndarray) -> np.ndarray:
+        """Every movie's probability from hidden layers (hidden_one's; one or a stack of
+        them): one pass over the output layer, whatever their number."""
+        return _sigmoid_of_negated(hidden @ self.negated_output)

@@ -27,6 +27,19 @@ def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str)
     return -np.linalg.norm(matrix - query, axis=1)
 
 
+def scores_many(
+    matrix: np.ndarray, unit: np.ndarray, queries: np.ndarray, metric: str
+) -> np.ndarray:
+    """`scores` of several queries, (queries, rows): cosine and dot products by one matrix
+    product for them all (the matrix read once); one query alone is scored exactly as
+    `scores` scores it."""
+    if len(queries) == 1 or metric == "euclidean":
+        return np.stack([scores(matrix, unit, query, metric) for query in queries])
+    if metric == "cosine":
+        return unit_rows(queries) @ unit.T
+    return queries.astype(np.float64) @ matrix.T
+
+
 SMALL = 4096  # up to this many rows a full stable sort is cheaper than anything clever
 _SAMPLE = 1024  # scores sampled to guess a threshold that keeps a few times k candidates
 

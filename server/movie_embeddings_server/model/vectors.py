@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..errors import InvalidArgument
@@ -47,9 +49,12 @@ class MovieVectors:
         k: int,
         metric: str,
         exclude: np.ndarray,
+        scores: Callable[[np.ndarray, str], np.ndarray] | None = None,
     ) -> tuple[list[int], list[float]]:
         """Rows and scores of the k nearest movies, best first; the query movie is excluded.
-        `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back)."""
+        `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back).
+        `scores(vector, metric)` scores a query vector against every movie (default: alone,
+        as `scores` does one row); a movie's own vector is always scored alone."""
         if k < 0:
             raise InvalidArgument("k", f"must be >= 0, got {k}")
         exclude = self.catalogue.rows("exclude_movie_ids", exclude)
@@ -64,9 +69,19 @@ class MovieVectors:
         else:
             assert vector is not None
             query = self._check_vector(vector, metric)
-        row_scores = search.scores(self.embedding, self.unit, query, metric)
+        if vector is None or scores is None:
+            scores = self._scores_alone
+        row_scores = scores(query, metric)
         rows = search.top_k(row_scores, k, exclude)
         return rows.tolist(), row_scores[rows].tolist()
+
+    def _scores_alone(self, query: np.ndarray, metric: str) -> np.ndarray:
+        return search.scores(self.embedding, self.unit, query, metric)
+
+    def scores(self, queries: np.ndarray, metric: str) -> np.ndarray:
+        """Scores (queries, movies) of query vectors (checked ones) against every movie: one
+        pass over the embedding for them all."""
+        return search.scores_many(self.embedding, self.unit, queries, metric)
 
     def _from_table(
         self, row: int, k: int, metric: str, excluded: set[int]

@@ -29,6 +29,7 @@ from ..errors import Cancelled
 from ..jobs import Epoch
 from ..store.datasets import DatasetStore
 from ..store.models import Store
+from .batching import Gatherer
 from .malloc import reuse_freed_memory
 from .metrics import Metrics
 from .security import TokenAuth, server_credentials
@@ -58,6 +59,10 @@ class ServerConfig:
     limits: config.Limits = field(default_factory=config.Limits)
     grace_seconds: float = 5.0
     max_message_bytes: int = 4 * 2**20  # each way; gRPC's own default for what it receives
+    # Concurrent Reconstruct / NearestMovies-by-vector calls on one version are gathered for up
+    # to this long into one pass over its layer (0: never), up to max_batch_rows rows a pass.
+    batch_wait_us: int = 1000
+    max_batch_rows: int = 32
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # given: mutual TLS, clients need a certificate it signed
@@ -179,6 +184,7 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
             cfg.server_id or f"{socket.gethostname()}-{os.getpid()}",
             datasets=datasets,
             max_dataset_ratings=cfg.max_dataset_ratings,
+            gatherer=Gatherer(cfg.batch_wait_us / 1e6, cfg.max_batch_rows),
         ),
         server,
     )

@@ -13,10 +13,12 @@ from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from .. import config, errors
+from ..model import search
 from ..model.catalogue import Catalogue
-from ..model.inference import ServedModel
+from ..model.inference import ServedModel, check_top_k
 from ..store.datasets import DatasetStore
 from ..store.models import Store
+from .batching import Gatherer
 from .dataset_rpcs import DatasetRpcs
 from .metrics import Metrics
 from .model_rpcs import ModelRpcs, ref_of
@@ -58,13 +60,15 @@ def _packed_floats(values: np.ndarray) -> bytes:
 def _add_reconstruction(
     response: pb.ReconstructResponse,
     catalogue: Catalogue,
+    answered: np.ndarray | None,
     probabilities: np.ndarray,
     chosen: np.ndarray,
 ) -> None:
-    """One watcher's probabilities and its chosen rows as recommendations (the catalogue's
-    ids, probabilities, titles)."""
+    """One watcher's chosen rows as recommendations (the catalogue's ids, probabilities,
+    titles), with every movie's probability when `answered` holds them."""
     reconstruction = response.reconstructions.add()
-    reconstruction.MergeFromString(_packed_floats(probabilities))  # probabilities: field 1
+    if answered is not None:
+        reconstruction.MergeFromString(_packed_floats(answered))  # probabilities: field 1
     add = reconstruction.recommendations.add  # builds in place: extend would copy each
     for m, r, p in zip(
         catalogue.ids(chosen).tolist(), chosen.tolist(), probabilities[chosen].tolist(), strict=True
@@ -86,8 +90,11 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
         *,
         datasets: DatasetStore,
         max_dataset_ratings: int,
+        gatherer: Gatherer | None = None,
     ) -> None:
         self.store = store
+        # Off unless given: concurrent Reconstruct and NearestMovies by vector in one pass.
+        self.gatherer = gatherer or Gatherer(wait=0.0, max_rows=1)
         self.datasets = datasets
         self.max_dataset_ratings = max_dataset_ratings
         self.trainer = trainer
@@ -177,19 +184,33 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
         served = self._model(request.model)
         query = request.WhichOneof("query")
         if query != "movie_id" or request.exclude_movie_ids or request.k > MEMO_MAX_K:
-            return self._nearest(served, request, query)
+            return self._nearest(served, request, query, context)
         key = ("nearest", request.movie_id, request.k, request.metric)
         if (answer := served.memo.get(key)) is not None:
             return answer
-        return served.remember(key, self._nearest(served, request, query))
+        return served.remember(key, self._nearest(served, request, query, context))
 
-    @staticmethod
     def _nearest(
-        served: ServedModel, request: pb.NearestMoviesRequest, query: str | None
+        self,
+        served: ServedModel,
+        request: pb.NearestMoviesRequest,
+        query: str | None,
+        context: grpc.ServicerContext,
     ) -> pb.NearestMoviesResponse:
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
+
+        def gathered(vector: np.ndarray, metric: str) -> np.ndarray:
+            """The vector's scores against every movie, in one pass with concurrent calls'."""
+            return self.gatherer.run(
+                (served, "nearest", metric),
+                vector[None],
+                lambda queries: served.scores(queries, metric),
+                context.add_callback,
+            )[0]
+
         rows, scores = served.nearest(
+            scores=gathered,
             movie_id=request.movie_id if query == "movie_id" else None,
             vector=np.asarray(request.vector.values, dtype=np.float32)
             if query == "vector"
@@ -213,28 +234,34 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
         self, request: pb.ReconstructRequest, context: grpc.ServicerContext
     ) -> pb.ReconstructResponse:
         served = self._model(request.model)
+        if request.recommendations_only and request.top_k <= 0:
+            raise errors.InvalidArgument(
+                "top_k", f"must be > 0 with recommendations_only, got {request.top_k}"
+            )
         if request.HasField("batch"):
             return self._reconstruct_batch(served, request)
         ws = request.watchers
-        response = pb.ReconstructResponse(model=ref_of(served))
-        if len(ws) == 1:
-            (w,) = ws
-            probabilities, chosen = served.reconstruct_one(
-                w.ratings, w.liked_movie_ids, w.age_years, w.education, request.top_k
-            )
-            _add_reconstruction(response, served.catalogue, probabilities, chosen)
-            return response
-        watchers = served.make_watchers(
-            [list(w.ratings) for w in ws],
-            [list(w.liked_movie_ids) for w in ws],
-            [w.age_years for w in ws],
-            [w.education for w in ws],
+        if not ws:
+            raise errors.InvalidArgument("watchers", "must hold at least one watcher")
+        found = [
+            served.hidden_one(i, w.ratings, w.liked_movie_ids, w.age_years, w.education)
+            for i, w in enumerate(ws)
+        ]
+        check_top_k(request.top_k)
+        hidden = np.stack([h for h, _ in found])
+        matrix = self.gatherer.run(
+            (served, "reconstruct"), hidden, served.probabilities, context.add_callback
         )
-        matrix, recommended = served.reconstruct(watchers, request.top_k)
-        nothing = np.empty(0, np.int64)
-        for i, probabilities in enumerate(matrix):
-            chosen = recommended[i] if recommended else nothing
-            _add_reconstruction(response, served.catalogue, probabilities, chosen)
+        response = pb.ReconstructResponse(model=ref_of(served))
+        for (_, liked), probabilities in zip(found, matrix, strict=True):
+            chosen = search.top_k(probabilities, request.top_k, liked)
+            _add_reconstruction(
+                response,
+                served.catalogue,
+                None if request.recommendations_only else probabilities,
+                probabilities,
+                chosen,
+            )
         return response
 
     @staticmethod
@@ -257,9 +284,10 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
         ids = np.full((len(probabilities), request.top_k), -1, dtype="<i4")
         found = rows >= 0
         ids[:, : rows.shape[1]][found] = served.catalogue.ids(rows[found])
+        answered = b"" if request.recommendations_only else probabilities.astype("<f4").tobytes()
         return pb.ReconstructResponse(
             batch=pb.ReconstructionBatch(
-                probabilities=probabilities.astype("<f4", copy=False).tobytes(),
+                probabilities=answered,
                 recommended_movie_ids=ids.tobytes(),
             ),
             model=ref_of(served),

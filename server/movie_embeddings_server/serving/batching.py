@@ -1,0 +1,127 @@
+"""Concurrent calls on one model version gathered into one pass over its layer (dynamic
+batching, as Triton's batcher and TensorFlow Serving's batching session do).
+
+Reading a 59,047-movie output layer once costs the same for one watcher as for several: memory
+bandwidth bounds it. The first call to arrive leads a batch: it waits up to `wait` seconds
+(or until `max_rows` rows have come), runs the pass for every row gathered, and hands each
+call its slice; the others wait for theirs. No thread of its own: a call alone never waits
+more than `wait`. Each call checks its own input before it joins and turns its own slice into
+its answer after, so errors and answers stay per call; a call that ends while it waits
+(cancelled, past its deadline) is woken at once and its rows are left out if the pass has not
+begun.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+
+import numpy as np
+
+from ..errors import Cancelled
+
+# `on_end(callback)`: run `callback` when the caller's call ends (gRPC's context.add_callback);
+# False if it has ended already.
+OnEnd = Callable[[Callable[[], None]], bool]
+
+
+class _Call:
+    """One call's rows in a batch, and what it gets back."""
+
+    __slots__ = ("done", "error", "gone", "result", "rows")
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        self.done = threading.Event()
+        self.gone = False  # ended while it waited: nobody reads its result
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+    def end(self) -> None:
+        self.gone = True
+        self.done.set()
+
+
+class _Batch:
+    __slots__ = ("calls", "rows")
+
+    def __init__(self, first: _Call) -> None:
+        self.calls = [first]
+        self.rows = len(first.rows)
+
+
+class Gatherer:
+    """Gathers the rows of concurrent calls that share a key (a model version and what is
+    computed on it) into one `compute` of them all; `wait` 0 turns gathering off."""
+
+    def __init__(self, wait: float, max_rows: int) -> None:
+        self.wait = wait
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._full = threading.Condition(self._lock)
+        self._open: dict[Hashable, _Batch] = {}
+
+    def run(
+        self,
+        key: Hashable,
+        rows: np.ndarray,
+        compute: Callable[[np.ndarray], np.ndarray],
+        on_end: OnEnd,
+    ) -> np.ndarray:
+        """compute(rows), possibly as part of a larger compute of other calls' rows stacked
+        with them: its result's rows are each input row's, in order. Cancelled when the call
+        ends while it waits."""
+        if self.wait <= 0 or len(rows) >= self.max_rows:
+            return compute(rows)
+        call = _Call(rows)
+        with self._lock:
+            batch = self._open.get(key)
+            if batch is not None and batch.rows + len(rows) <= self.max_rows:
+                batch.calls.append(call)
+                batch.rows += len(rows)
+                if batch.rows >= self.max_rows:
+                    self._full.notify_all()
+                leads = False
+            else:  # none open, or this call would overfill it: a new one, led by this call
+                batch = self._open[key] = _Batch(call)
+                leads = True
+        if leads:
+            self._lead(key, batch, compute)
+        elif on_end(call.end):
+            call.done.wait()
+        else:
+            call.end()  # it ended before it could be told
+        if call.error is not None:
+            raise call.error
+        if call.result is None:
+            raise Cancelled("the call ended while it waited for its batch")
+        return call.result
+
+    def _lead(
+        self, key: Hashable, batch: _Batch, compute: Callable[[np.ndarray], np.ndarray]
+    ) -> None:
+        """Gather for up to `wait` seconds, then compute every call's rows at once."""
+        until = time.monotonic() + self.wait
+        with self._lock:
+            while batch.rows < self.max_rows and (left := until - time.monotonic()) > 0:
+                self._full.wait(left)
+            if self._open.get(key) is batch:
+                del self._open[key]
+        leader, *others = batch.calls
+        calls = [leader, *[c for c in others if not c.gone]]
+        try:
+            if len(calls) == 1:
+                leader.result = compute(leader.rows)
+            else:
+                results = compute(np.concatenate([c.rows for c in calls]))
+                start = 0
+                for c in calls:
+                    c.result = results[start : start + len(c.rows)]
+                    start += len(c.rows)
+        except Exception as exc:  # every call of the batch fails as the pass did
+            for c in calls:
+                c.error = exc
+        finally:
+            for c in others:
+                c.done.set()
