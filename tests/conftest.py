@@ -34,6 +34,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 # preset's sizes (200 / 600), which the tests train with.
 SERVER_FLAGS = ("--max-cells", "2000000", "--max-epochs", "300")
 SERVER_FLAGS += ("--max-embedding-dim", "240", "--max-hidden-units", "1024")
+# What TensorFlow writes as a trainer process starts, shown only at --log-level DEBUG.
+TENSORFLOW_START = r"cuda|onednn|absl::InitializeLog"
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import CLI, ServerProcess, wait_until
+from conftest import CLI, TENSORFLOW_START, ServerProcess, wait_until
 
 import movie_embeddings as me
 from movie_embeddings_server.cli import build_parser
@@ -832,6 +832,18 @@ def test_train_into_a_store_refuses_as_a_server_would(
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["datasets"])  # nothing trained
 
 
-def test_train_into_a_missing_store_is_one_line(tmp_path: Path) -> None:
-    result = run_cli("train", "--store", str(tmp_path / "nope"))
-    _assert_usage_error(result, f"--store {tmp_path / 'nope'}: no such directory")
+def test_train_into_a_missing_store_makes_it_quietly(tmp_path: Path) -> None:
+    store = tmp_path / "new" / "store"
+    result = run_cli(
+        "train", "--store", str(store), "--model", "m", "--num-watchers", "100", "--epochs", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("trained m v1 "), result.stdout
+    assert (store / "m" / "1").is_dir()
+    assert not re.search(TENSORFLOW_START, result.stderr, re.IGNORECASE), result.stderr
+
+
+def test_train_into_a_store_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = run_cli("train", "--store", str(tmp_path / "file"))
+    _assert_usage_error(result, f"--store {tmp_path / 'file'}: File exists")

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
-from conftest import ServerProcess, child_pids, wait_until
+from conftest import (
+    TENSORFLOW_START,
+    ServerProcess,
+    child_pids,
+    copy_store,
+    start_server,
+    wait_until,
+)
 
 import movie_embeddings as me
 
@@ -31,3 +39,23 @@ def test_the_serving_process_never_maps_tensorflow(
     (trainer,) = child_pids(server.process.pid)
     wait_until(lambda: _tensorflow_objects(trainer), 120, "TensorFlow mapped by the trainer")
     assert _tensorflow_objects(server.process.pid) == set()
+
+
+def test_the_trainer_starts_quietly_unless_the_log_level_is_debug(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # The session server (default level) trained `default` at its start, so TensorFlow has
+    # loaded and looked for a GPU in its trainer process.
+    assert not re.search(TENSORFLOW_START, server.log_text(), re.IGNORECASE)
+    assert "default model v1 ready" in server.log_text()
+    debug = start_server(
+        copy_store(server, tmp_path / "data"), tmp_path / "debug.log", "--log-level", "DEBUG"
+    )
+    try:
+        wait_until(  # its trainer process starts at once (trainer.warm)
+            lambda: re.search(TENSORFLOW_START, debug.log_text(), re.IGNORECASE),
+            60,
+            "TensorFlow's start-up lines in the log at --log-level DEBUG",
+        )
+    finally:
+        assert debug.stop() == 0

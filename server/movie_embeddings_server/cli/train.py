@@ -298,8 +298,10 @@ def _trained_in_store(args: argparse.Namespace) -> Iterator[me.TrainProgress | m
 
 
 def cmd_train_in_store(args: argparse.Namespace) -> int:
-    if not args.store.is_dir():
-        raise UsageError(f"train: --store {args.store}: no such directory")
+    try:  # a missing store is made, as `serve` makes its --data-dir
+        args.store.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission
+        raise UsageError(f"train: --store {args.store}: {exc.strerror or exc}") from exc
     return _report(_trained_in_store(args), args)
 
 

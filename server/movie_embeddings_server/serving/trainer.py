@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -36,6 +37,13 @@ KILL_AFTER = 10.0  # seconds a trainer process has to stop a cancelled job
 RECYCLE_AFTER = 20
 
 
+def _environment() -> dict[str, str]:
+    """The trainer process's: TensorFlow's start-up lines only when this process logs at
+    DEBUG (training/quiet_start.py); a TF_CPP_MIN_LOG_LEVEL set by the user is kept."""
+    level = "0" if log.isEnabledFor(logging.DEBUG) else "2"
+    return {"TF_CPP_MIN_LOG_LEVEL": level, **os.environ}
+
+
 class _Process:
     """One trainer process and its two pipes."""
 
@@ -46,6 +54,7 @@ class _Process:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            env=_environment(),
         )
         self._send_lock = threading.Lock()
         self.jobs = 0

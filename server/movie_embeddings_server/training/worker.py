@@ -37,6 +37,7 @@ from ..store.models import Store, new_metadata
 from ..store.versions import fsync_dir, write_npz
 from . import keras_model as training
 from . import quality, ranking, rows
+from .quiet_start import import_keras
 from .synthetic import generate
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def main() -> None:
     store = Store(Path(sys.argv[1]))
     datasets = DatasetStore(Path(sys.argv[1]))
     jobs = _Jobs(sys.stdin)
-    import keras  # TensorFlow's import, paid once, before the first job arrives
+    keras = import_keras()  # TensorFlow's import, paid once, before the first job arrives
 
     def send(job_id: int, **event: Any) -> None:
         try:
