@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from movie_embeddings_server.errors import Cancelled
-from movie_embeddings_server.serving.batching import Gatherer
+from movie_embeddings_server.serving.batching import Gatherer, SplitProduct
 
 WAIT = 0.5  # seconds: long enough that every thread below joins before a pass starts
 
@@ -176,3 +176,13 @@ def test_a_call_that_ended_before_it_joined_is_cancelled() -> None:
         gatherer.run("key", np.ones((1, 1)), compute, CallEnd(ended=True))
     lead.join(timeout=10)
     assert compute.sizes == [1] and len(results) == 1
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_a_split_product_is_the_product(parts: int) -> None:
+    rng = np.random.default_rng(parts)
+    left, right = rng.random((6, 40), np.float32), rng.random((40, 1001), np.float32)
+    product = SplitProduct(parts)
+    np.testing.assert_allclose(product(left, right), left @ right, rtol=1e-5)
+    # One row alone is the very product a lone call computes.
+    np.testing.assert_array_equal(product(left[:1], right), left[:1] @ right)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,8 @@ from .watchers import WatcherInput, Watchers, check_ratings
 # Answers kept per version for repeated by-id queries (a few hundred bytes each); the memo
 # starts over once it holds this many.
 MEMO_ANSWERS = 16384
+# How a pass multiplies (left, right): np.matmul, or a product split over cores.
+Product = Callable[[np.ndarray, np.ndarray], np.ndarray]
 WEIGHT_NAMES = ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias")
 
 
@@ -155,7 +157,8 @@ class ServedModel(WatcherInput):
         hidden = x @ self.input_to_hidden.take([0, 1, *[r + 2 for r in rows], -1], axis=0)
         return np.maximum(hidden, 0.0, out=hidden), excluded
 
-    def probabilities(self, hidden: np.ndarray) -> np.ndarray:
+    def probabilities(self, hidden: np.ndarray, product: Product = np.matmul) -> np.ndarray:
         """Every movie's probability from hidden layers (hidden_one's; one or a stack of
-        them): one pass over the output layer, whatever their number."""
-        return _sigmoid_of_negated(hidden @ self.negated_output)
+        them): one pass over the output layer, whatever their number; `product(left, right)`
+        multiplies (the serving side may split it over cores)."""
+        return _sigmoid_of_negated(product(hidden, self.negated_output))

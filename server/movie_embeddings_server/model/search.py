@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -28,16 +30,20 @@ def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str)
 
 
 def scores_many(
-    matrix: np.ndarray, unit: np.ndarray, queries: np.ndarray, metric: str
+    matrix: np.ndarray,
+    unit: np.ndarray,
+    queries: np.ndarray,
+    metric: str,
+    product: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.matmul,
 ) -> np.ndarray:
-    """`scores` of several queries, (queries, rows): cosine and dot products by one matrix
-    product for them all (the matrix read once); one query alone is scored exactly as
-    `scores` scores it."""
+    """`scores` of several queries, (queries, rows): cosine and dot products by one
+    `product(left, right)` for them all (the matrix read once); one query alone is scored
+    exactly as `scores` scores it."""
     if len(queries) == 1 or metric == "euclidean":
         return np.stack([scores(matrix, unit, query, metric) for query in queries])
     if metric == "cosine":
-        return unit_rows(queries) @ unit.T
-    return queries.astype(np.float64) @ matrix.T
+        return product(unit_rows(queries), unit.T)
+    return product(queries.astype(np.float64), matrix.T)
 
 
 SMALL = 4096  # up to this many rows a full stable sort is cheaper than anything clever

@@ -78,10 +78,15 @@ class MovieVectors:
     def _scores_alone(self, query: np.ndarray, metric: str) -> np.ndarray:
         return search.scores(self.embedding, self.unit, query, metric)
 
-    def scores(self, queries: np.ndarray, metric: str) -> np.ndarray:
+    def scores(
+        self,
+        queries: np.ndarray,
+        metric: str,
+        product: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.matmul,
+    ) -> np.ndarray:
         """Scores (queries, movies) of query vectors (checked ones) against every movie: one
-        pass over the embedding for them all."""
-        return search.scores_many(self.embedding, self.unit, queries, metric)
+        pass over the embedding for them all, multiplied by `product`."""
+        return search.scores_many(self.embedding, self.unit, queries, metric, product)
 
     def _from_table(
         self, row: int, k: int, metric: str, excluded: set[int]

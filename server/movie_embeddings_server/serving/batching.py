@@ -13,9 +13,11 @@ begun.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -24,6 +26,26 @@ from ..errors import Cancelled
 # `on_end(callback)`: run `callback` when the caller's call ends (gRPC's context.add_callback);
 # False if it has ended already.
 OnEnd = Callable[[Callable[[], None]], bool]
+
+
+class SplitProduct:
+    """left @ right, a gathered pass's product: with several rows on the left, right's columns
+    are split over one thread per core (numpy frees the GIL, each thread uses one BLAS thread),
+    so that the one pass many calls share uses every core; one row alone stays one
+    matrix-vector product on its caller's thread, as a lone call's."""
+
+    def __init__(self, parts: int | None = None) -> None:
+        self.parts = parts or len(os.sched_getaffinity(0))
+        self._pool = ThreadPoolExecutor(self.parts, "gathered-pass") if self.parts > 1 else None
+
+    def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        if self._pool is None or len(left) == 1:
+            return left @ right
+        bounds = np.linspace(0, right.shape[1], self.parts + 1).astype(int)
+        parts = self._pool.map(
+            lambda i: left @ right[:, bounds[i] : bounds[i + 1]], range(self.parts)
+        )
+        return np.hstack(list(parts))
 
 
 class _Call:

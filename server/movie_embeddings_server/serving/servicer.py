@@ -18,7 +18,7 @@ from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel, check_top_k
 from ..store.datasets import DatasetStore
 from ..store.models import Store
-from .batching import Gatherer
+from .batching import Gatherer, SplitProduct
 from .dataset_rpcs import DatasetRpcs
 from .metrics import Metrics
 from .model_rpcs import ModelRpcs, ref_of
@@ -95,6 +95,7 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
         self.store = store
         # Off unless given: concurrent Reconstruct and NearestMovies by vector in one pass.
         self.gatherer = gatherer or Gatherer(wait=0.0, max_rows=1)
+        self.product = SplitProduct()
         self.datasets = datasets
         self.max_dataset_ratings = max_dataset_ratings
         self.trainer = trainer
@@ -205,7 +206,7 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
             return self.gatherer.run(
                 (served, "nearest", metric),
                 vector[None],
-                lambda queries: served.scores(queries, metric),
+                lambda queries: served.scores(queries, metric, self.product),
                 context.add_callback,
             )[0]
 
@@ -250,7 +251,10 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
         check_top_k(request.top_k)
         hidden = np.stack([h for h, _ in found])
         matrix = self.gatherer.run(
-            (served, "reconstruct"), hidden, served.probabilities, context.add_callback
+            (served, "reconstruct"),
+            hidden,
+            lambda rows: served.probabilities(rows, self.product),
+            context.add_callback,
         )
         response = pb.ReconstructResponse(model=ref_of(served))
         for (_, liked), probabilities in zip(found, matrix, strict=True):
