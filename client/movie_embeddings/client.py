@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from . import _calls as calls
 from . import _convert as convert
-from .errors import from_rpc_error
+from .errors import InvalidArgument, from_rpc_error
 from .types import (
     DatasetInfo,
     DatasetRef,
@@ -35,6 +35,21 @@ DEFAULT_TIMEOUT = 30.0  # seconds, for every call but Train
 # A method's `timeout` when not given: the client's. Distinct from None, which means no
 # deadline at all.
 _UNSET: Any = object()
+
+
+def _taking(info: ModelInfo, age_years: float | None, education: int | None) -> ModelRef:
+    """The version `info` describes, when it can do without the features left out (None):
+    one trained with watchers' ages or education levels needs them. The version, not the
+    ref asked for: the check and the query must meet the same version, whatever is newest."""
+    for name, given, needed in (
+        ("age_years", age_years, info.has_age),
+        ("education", education, info.has_education),
+    ):
+        if given is None and needed:
+            why = f"must be given: model {info.name} v{info.version} was trained with it"
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            raise InvalidArgument(f"{name}: {why}", code, [(name, why)])
+    return info.ref
 
 
 class _Connection:
@@ -207,14 +222,21 @@ class Client(_Connection):
         liked_movie_ids: Sequence[int] = (),
         *,
         ratings: np.ndarray | Sequence[float] | None = None,
-        age_years: float,
-        education: int,
+        age_years: float | None = None,
+        education: int | None = None,
         top_k: int = 0,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
     ) -> Reconstruction:
-        """The model's output for one watcher, with its `top_k` best movies not yet liked."""
-        watcher = Watcher(age_years, education, liked_movie_ids, ratings)
+        """The model's output for one watcher, with its `top_k` best movies not yet liked.
+
+        `age_years` and `education` may be left out (None) for a model trained without them
+        (a dataset's without watcher features): the model is then looked up first (one
+        GetModel), and one trained with them raises InvalidArgument naming the feature."""
+        if age_years is None or education is None:
+            info = self.get_model(model, timeout=timeout)
+            model = _taking(info, age_years, education)
+        watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
         return self._run(calls.reconstruct(watcher, top_k, model), timeout)
 
     def reconstruct_many(
@@ -444,14 +466,17 @@ class AsyncClient(_Connection):
         liked_movie_ids: Sequence[int] = (),
         *,
         ratings: np.ndarray | Sequence[float] | None = None,
-        age_years: float,
-        education: int,
+        age_years: float | None = None,
+        education: int | None = None,
         top_k: int = 0,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
     ) -> Reconstruction:
         """As Client.reconstruct."""
-        watcher = Watcher(age_years, education, liked_movie_ids, ratings)
+        if age_years is None or education is None:
+            info = await self.get_model(model, timeout=timeout)
+            model = _taking(info, age_years, education)
+        watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
         return await self._run(calls.reconstruct(watcher, top_k, model), timeout)
 
     async def reconstruct_many(

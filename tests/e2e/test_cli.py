@@ -118,6 +118,7 @@ OPTIONS = {
         *WITH_MODEL,
         "--liked",
         "--ratings-file",
+        "--liked-titles",
         "--age",
         "--education",
         "--top-k",
@@ -125,6 +126,7 @@ OPTIONS = {
     "models": [*COMMON, "--name", "--version", "--remove", "ACTION"],
     "health": [*COMMON, "--service", "--wait"],
     "plot": [*WITH_MODEL, "--output"],
+    "export": [*WITH_MODEL, "--format", "--output"],
 }
 
 
@@ -441,6 +443,14 @@ def test_top_level_help_names_every_command() -> None:
     assert text.startswith("usage: movie-embeddings")
     for command in OPTIONS:
         assert re.search(rf"^\s+{command}\s", text, re.MULTILINE), command
+
+
+def test_only_client_commands_take_their_target_from_the_environment() -> None:
+    env = {"MOVIE_EMBEDDINGS_TARGET": "nowhere:99999"}  # not even a valid target
+    serve = run_cli("serve", "--help", env=env)
+    assert serve.returncode == 0 and "MOVIE_EMBEDDINGS_TARGET" not in serve.stdout
+    models = run_cli("models", env=env)
+    _assert_usage_error(models, "argument --target: a port is 1..65535, got '99999'")
 
 
 @pytest.mark.parametrize("command", sorted(OPTIONS))

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import movie_embeddings as me
 
-from . import datasets, models, plot, query, serve, train
+from . import datasets, export, models, plot, query, serve, train
 from .common import UsageError, connect
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {me.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, train, datasets, query, plot, models):
+    for group in (serve, train, datasets, query, export, plot, models):
         group.add_commands(sub)
     return parser
 

@@ -153,10 +153,31 @@ def _features(client: me.Client, args: argparse.Namespace) -> tuple[float, int]:
 SHOWN_PROBABILITIES = 100  # more are left to --json when there are recommendations to show
 
 
+def liked_by_titles(client: me.Client, text: str, model: me.ModelRef) -> list[me.Movie]:
+    """The best title match (SearchMovies' first) of each `;`-separated part of `text`."""
+    parts = [part.strip() for part in text.split(";") if part.strip()]
+    if not parts:
+        raise UsageError(f"reconstruct: --liked-titles {text!r} names no title")
+    matches = []
+    for part in parts:
+        found = client.search_movies(part, limit=1, model=model)
+        if not found:
+            raise UsageError(f"reconstruct: --liked-titles: no movie title matches {part!r}")
+        matches.append(found[0])
+    return matches
+
+
 def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
     liked, ratings = args.liked or (), None
     if args.ratings_file:
         liked, ratings = read_ratings(client, args.ratings_file, model_ref(args))
+    if args.liked_titles is not None:
+        matches = liked_by_titles(client, args.liked_titles, model_ref(args))
+        liked = [m.movie_id for m in matches]
+        shown = ", ".join(
+            f"{m.title} [{m.movie_id}]" if m.title else str(m.movie_id) for m in matches
+        )
+        (eprint if args.json else print)(f"liked: {shown}")
     age, education = _features(client, args)
     result = client.reconstruct(
         liked,
@@ -257,6 +278,12 @@ def _reconstruct_command(sub: Any) -> None:
         "--liked", type=movie_ids, help="comma-separated ids of the movies the watcher liked"
     )
     source.add_argument("--ratings-file", help=RATINGS_FILE_HELP)
+    source.add_argument(
+        "--liked-titles",
+        metavar="TITLES",
+        help="the movies the watcher liked by title, separated by ';', e.g. "
+        "'toy story; finding nemo': each the best match of `search` (printed before the result)",
+    )
     rec.add_argument(
         "--age",
         type=finite_float,
