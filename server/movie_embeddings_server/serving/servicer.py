@@ -1,10 +1,10 @@
-"""The gRPC servicer: validate, convert between protobuf and numpy, delegate; the queries of a
-model here, its versions' RPCs in model_rpcs.py, the datasets' in dataset_rpcs.py."""
+"""The gRPC servicer: validate, convert between protobuf and numpy, delegate. The model's
+answers (NearestMovies, Reconstruct) here; its movies' RPCs in movie_rpcs.py, its versions'
+in model_rpcs.py, the datasets' in dataset_rpcs.py."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -22,6 +22,7 @@ from .batching import Gatherer, SplitProduct
 from .dataset_rpcs import DatasetRpcs
 from .metrics import Metrics
 from .model_rpcs import ModelRpcs, ref_of
+from .movie_rpcs import MovieRpcs
 from .rpc import handler
 from .trainer import Trainer
 
@@ -34,12 +35,6 @@ METRIC_NAMES = {
     pb.METRIC_EUCLIDEAN: "euclidean",
 }
 
-
-# StreamMovieVectors' pages: ~1 MiB each, a quarter of gRPC's default message limit, counting
-# ROW_BYTES of title, genres and framing a movie beside its floats.
-PAGE_BYTES = 1 << 20
-ROW_BYTES = 128
-MAX_PAGE_SIZE = 100_000
 
 # By-id answers with k up to this are kept in the version's memo; larger ones are rare and big.
 MEMO_MAX_K = 100
@@ -76,7 +71,9 @@ def _add_reconstruction(
         add(movie_id=m, probability=p, title=catalogue.title(r))
 
 
-class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer):
+class MovieEmbeddingServicer(
+    ModelRpcs, MovieRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer
+):
     """Thin: each RPC resolves the model, converts the request, calls the domain, converts back."""
 
     def __init__(
@@ -103,80 +100,6 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
         self.access_log = access_log
         self.metrics = metrics
         self.trailing_metadata = (("server-id", server_id),) if server_id else ()
-
-    @handler
-    def GetMovieVector(
-        self, request: pb.GetMovieVectorRequest, context: grpc.ServicerContext
-    ) -> pb.GetMovieVectorResponse:
-        served = self._model(request.model)
-        key = ("vector", request.movie_id)
-        if (answer := served.memo.get(key)) is not None:
-            return answer
-        row = served.catalogue.row("movie_id", request.movie_id)
-        return served.remember(
-            key,
-            pb.GetMovieVectorResponse(
-                movie_id=request.movie_id,
-                vector=served.embedding[row].tolist(),
-                model=ref_of(served),
-                title=served.catalogue.title(row),
-            ),
-        )
-
-    @handler
-    def BatchGetMovieVectors(
-        self, request: pb.BatchGetMovieVectorsRequest, context: grpc.ServicerContext
-    ) -> pb.BatchGetMovieVectorsResponse:
-        served = self._model(request.model)
-        catalogue = served.catalogue
-        rows, matrix = served.vectors(np.asarray(request.movie_ids, dtype=np.int64))
-        return pb.BatchGetMovieVectorsResponse(
-            vectors=[
-                pb.MovieVector(movie_id=i, vector=vector, title=catalogue.title(row))
-                for i, row, vector in zip(
-                    catalogue.ids(rows).tolist(),
-                    rows.tolist(),
-                    matrix.tolist(),
-                    strict=True,
-                )
-            ],
-            model=ref_of(served),
-        )
-
-    @handler
-    def StreamMovieVectors(
-        self, request: pb.StreamMovieVectorsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.StreamMovieVectorsResponse]:
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise errors.InvalidArgument(
-                "page_size",
-                f"must be in [0, {MAX_PAGE_SIZE}] (0 = ~1 MiB pages), got {request.page_size}",
-            )
-        served = self._model(request.model)
-        catalogue = served.catalogue
-        rows, matrix = served.vectors(np.asarray(request.movie_ids, dtype=np.int64))
-        page = request.page_size or max(1, PAGE_BYTES // (4 * served.embedding_dim + ROW_BYTES))
-        for start in range(0, len(rows), page):
-            chosen = rows[start : start + page]
-            yield pb.StreamMovieVectorsResponse(
-                vectors=[
-                    pb.MovieVector(
-                        movie_id=i,
-                        vector=vector,
-                        title=catalogue.title(row),
-                        genres=catalogue.genre_list(row),
-                        num_likes=int(catalogue.num_likes[row]),
-                    )
-                    for i, row, vector in zip(
-                        catalogue.ids(chosen).tolist(),
-                        chosen.tolist(),
-                        matrix[start : start + page].tolist(),
-                        strict=True,
-                    )
-                ],
-                model=ref_of(served),
-                total_movies=len(rows),
-            )
 
     @handler
     def NearestMovies(
@@ -294,25 +217,5 @@ class MovieEmbeddingServicer(ModelRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServi
                 probabilities=answered,
                 recommended_movie_ids=ids.tobytes(),
             ),
-            model=ref_of(served),
-        )
-
-    @handler
-    def SearchMovies(
-        self, request: pb.SearchMoviesRequest, context: grpc.ServicerContext
-    ) -> pb.SearchMoviesResponse:
-        served = self._model(request.model)
-        catalogue = served.catalogue
-        rows = catalogue.search(request.query, request.limit or 10)
-        return pb.SearchMoviesResponse(
-            movies=[
-                pb.Movie(
-                    movie_id=int(catalogue.movie_ids[r]),
-                    title=catalogue.title(r),
-                    genres=catalogue.genre_list(r),
-                    num_likes=int(catalogue.num_likes[r]),
-                )
-                for r in rows
-            ],
             model=ref_of(served),
         )
