@@ -199,20 +199,23 @@ def nearest_movies(
 
 
 def reconstruct_many(
-    watchers: Sequence[Watcher], top_k: int, model: convert.ModelArg
+    watchers: Sequence[Watcher], top_k: int, model: convert.ModelArg, probabilities: bool = True
 ) -> Call[list[Reconstruction]]:
     request = pb.ReconstructRequest(
         model=convert.model_ref(model),
         watchers=[convert.watcher(w) for w in watchers],
         top_k=top_k,
+        recommendations_only=not probabilities,
     )
     return Call(
         "Reconstruct", request, lambda r: [convert.reconstruction(x) for x in r.reconstructions]
     )
 
 
-def reconstruct(watcher: Watcher, top_k: int, model: convert.ModelArg) -> Call[Reconstruction]:
-    many = reconstruct_many([watcher], top_k, model)
+def reconstruct(
+    watcher: Watcher, top_k: int, model: convert.ModelArg, probabilities: bool = True
+) -> Call[Reconstruction]:
+    many = reconstruct_many([watcher], top_k, model, probabilities)
     return Call(many.method, many.request, lambda r: many.read(r)[0])
 
 

@@ -225,10 +225,13 @@ class Client(_Connection):
         age_years: float | None = None,
         education: int | None = None,
         top_k: int = 0,
+        probabilities: bool = True,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
     ) -> Reconstruction:
         """The model's output for one watcher, with its `top_k` best movies not yet liked.
+        `probabilities=False` asks for the recommendations alone (top_k > 0): an answer of a
+        few hundred bytes whatever the catalogue's size, its `probabilities` empty.
 
         `age_years` and `education` may be left out (None) for a model trained without them
         (a dataset's without watcher features): the model is then looked up first (one
@@ -237,18 +240,20 @@ class Client(_Connection):
             info = self.get_model(model, timeout=timeout)
             model = _taking(info, age_years, education)
         watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
-        return self._run(calls.reconstruct(watcher, top_k, model), timeout)
+        return self._run(calls.reconstruct(watcher, top_k, model, probabilities), timeout)
 
     def reconstruct_many(
         self,
         watchers: Sequence[Watcher],
         *,
         top_k: int = 0,
+        probabilities: bool = True,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
     ) -> list[Reconstruction]:
-        """The model's output for several watchers in one call, in order."""
-        return self._run(calls.reconstruct_many(watchers, top_k, model), timeout)
+        """The model's output for several watchers in one call, in order (`probabilities` as
+        in `reconstruct`)."""
+        return self._run(calls.reconstruct_many(watchers, top_k, model, probabilities), timeout)
 
     def reconstruct_batch(
         self,
@@ -469,6 +474,7 @@ class AsyncClient(_Connection):
         age_years: float | None = None,
         education: int | None = None,
         top_k: int = 0,
+        probabilities: bool = True,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
     ) -> Reconstruction:
@@ -477,18 +483,20 @@ class AsyncClient(_Connection):
             info = await self.get_model(model, timeout=timeout)
             model = _taking(info, age_years, education)
         watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
-        return await self._run(calls.reconstruct(watcher, top_k, model), timeout)
+        return await self._run(calls.reconstruct(watcher, top_k, model, probabilities), timeout)
 
     async def reconstruct_many(
         self,
         watchers: Sequence[Watcher],
         *,
         top_k: int = 0,
+        probabilities: bool = True,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
     ) -> list[Reconstruction]:
         """As Client.reconstruct_many."""
-        return await self._run(calls.reconstruct_many(watchers, top_k, model), timeout)
+        call = calls.reconstruct_many(watchers, top_k, model, probabilities)
+        return await self._run(call, timeout)
 
     async def reconstruct_batch(
         self,

@@ -119,6 +119,7 @@ OPTIONS = {
         "--liked",
         "--ratings-file",
         "--liked-titles",
+        "--all-probabilities",
         "--age",
         "--education",
         "--top-k",
@@ -279,6 +280,7 @@ def test_reconstruct_liked_json(server: ServerProcess, client: me.Client) -> Non
         server,
         "reconstruct",
         *("--liked", "0,1,2", "--age", "30", "--education", "1", "--top-k", "3"),
+        "--all-probabilities",
     )
     probabilities = np.array(data["probabilities"], dtype=np.float32)
     assert probabilities.shape == (NUM_MOVIES,)
@@ -307,7 +309,7 @@ def test_reconstruct_ratings_file_equals_liked(
     ratings = ["1" if m in liked else "0" for m in range(NUM_MOVIES)]
     path = tmp_path / "ratings.csv"
     path.write_text((",".join(ratings) if layout == "one-line" else "\n".join(ratings)) + "\n")
-    common = ("--age", "41.5", "--education", "2", "--top-k", "4")
+    common = ("--age", "41.5", "--education", "2", "--top-k", "4", "--all-probabilities")
     from_file = call_json(server, "reconstruct", "--ratings-file", str(path), *common)
     from_liked = call_json(server, "reconstruct", "--liked", ",".join(map(str, liked)), *common)
     assert len(from_file["probabilities"]) == NUM_MOVIES
@@ -316,14 +318,16 @@ def test_reconstruct_ratings_file_equals_liked(
 
 
 def test_reconstruct_text_output(server: ServerProcess) -> None:
-    lines = call(
-        server, "reconstruct", "--liked", "0,1,2", "--age", "30", "--education", "1", "--top-k", "3"
-    ).stdout.splitlines()
+    common = ("reconstruct", "--liked", "0,1,2", "--age", "30", "--education", "1", "--top-k", "3")
+    lines = call(server, *common, "--all-probabilities").stdout.splitlines()
     assert lines[0].startswith("probabilities: ")
     assert len(lines[0].split()[1:]) == NUM_MOVIES
     assert lines[1].split() == ["movie_id", "probability"]
     assert len(lines) == 2 + 3
     assert not {0, 1, 2} & {int(line.split()[0]) for line in lines[2:]}
+    # By default only the recommendations are asked for, and printed.
+    assert call(server, *common).stdout.splitlines() == lines[1:]
+    assert call_json(server, *common)["probabilities"] == []
 
 
 def test_models_lists_the_default_model(server: ServerProcess, client: me.Client) -> None:
@@ -722,7 +726,15 @@ def test_reconstruct_ratings_file_fractional_pairs(
     path = tmp_path / "ratings.csv"
     path.write_text("movie_id,rating\n7,0.5\n70,1\n")
     got = call_json(
-        server, "reconstruct", "--ratings-file", str(path), "--age", "33", "--education", "2"
+        server,
+        "reconstruct",
+        "--ratings-file",
+        str(path),
+        "--age",
+        "33",
+        "--education",
+        "2",
+        "--all-probabilities",
     )
     dense = np.zeros(NUM_MOVIES, np.float32)
     dense[[7, 70]] = [0.5, 1.0]

@@ -202,7 +202,8 @@ GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
         [
             "-plaintext",
             "-d",
-            '{"model": {"name": "tinymodel"}, "watchers": [{"likedMovieIds": [10]}], "topK": 2}',
+            '{"model": {"name": "tinymodel"}, "watchers": [{"likedMovieIds": [10]}], "topK": 2,'
+            ' "recommendationsOnly": true}',
             TARGET,
             f"{SERVICE}/Reconstruct",
         ],
@@ -514,6 +515,7 @@ def test_a_dataset_imported_trained_and_queried_by_its_own_ids(
         (r.movie_id, r.title) for r in expected_r.recommendations
     ]
     assert 10 not in [movie_id(r) for r in recon["recommendations"]]
+    assert "probabilities" not in recon  # the top 2 alone
 
     (deleted,) = one(server, "delete a dataset")["datasets"]
     assert deleted["ref"] == imported["ref"]

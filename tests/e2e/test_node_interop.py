@@ -144,6 +144,26 @@ def test_reconstruct(node: dict[str, Any], client: me.Client) -> None:
     )
 
 
+def test_reconstruct_top_k_only(node: dict[str, Any], client: me.Client) -> None:
+    (got,) = node["reconstructTopK"]["reconstructions"]
+    expected = client.reconstruct([0, 1, 2], age_years=30, education=1, top_k=3)
+    assert got["probabilities"] == []
+    assert [r["movieId"] for r in got["recommendations"]] == [
+        r.movie_id for r in expected.recommendations
+    ]
+
+
+def test_stream_movie_vectors(node: dict[str, Any], client: me.Client) -> None:
+    pages = node["streamMovieVectors"]
+    ids, matrix = client.movie_vectors()
+    assert [len(page["vectors"]) for page in pages] == [30, 30, 20]
+    got = [v for page in pages for v in page["vectors"]]
+    assert [v["movieId"] for v in got] == ids.tolist()
+    np.testing.assert_allclose(
+        np.array([v["vector"] for v in got], np.float32), matrix, rtol=0, atol=TOLERANCE
+    )
+
+
 def test_list_models(node: dict[str, Any], client: me.Client, trained_ref: dict[str, str]) -> None:
     got = node["listModels"]["models"]  # listed after the training
     refs = [m["ref"] for m in got]

@@ -127,6 +127,15 @@ async function main(target) {
       watchers: [{ likedMovieIds: [0, 1, 2], ageYears: 30, education: 1 }],
       topK: 3,
     });
+    // The top 3 alone, without every movie's probability.
+    results.reconstructTopK = await unary(client, 'Reconstruct', {
+      watchers: [{ likedMovieIds: [0, 1, 2], ageYears: 30, education: 1 }],
+      topK: 3,
+      recommendationsOnly: true,
+    });
+    // The whole catalogue's vectors as a server stream of pages.
+    results.streamMovieVectors = await collect(client, 'StreamMovieVectors', { pageSize: 30 },
+      QUERY_DEADLINE_MS);
     // A small training of a new model: every streamed message, in order.
     results.train = await collect(client, 'Train', {
       modelName: TRAIN_MODEL,

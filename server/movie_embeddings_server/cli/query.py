@@ -185,15 +185,18 @@ def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
         age_years=age,
         education=education,
         top_k=args.top_k,
+        # The recommendations alone are a few hundred bytes, every probability 4 per movie.
+        probabilities=args.all_probabilities or not args.top_k,
         model=model_ref(args),
     )
     if args.json:
         print_json(result)
         return
-    if len(result.probabilities) <= SHOWN_PROBABILITIES or not result.recommendations:
-        print("probabilities: " + " ".join(f"{p:.3f}" for p in result.probabilities))
-    else:  # a real catalogue's thousands of values: --json has them all
-        print(f"probabilities of {len(result.probabilities)} movies: see --json")
+    every = result.probabilities
+    if len(every) and (len(every) <= SHOWN_PROBABILITIES or not result.recommendations):
+        print("probabilities: " + " ".join(f"{p:.3f}" for p in every))
+    elif len(every):  # a real catalogue's thousands of values: --json has them all
+        print(f"probabilities of {len(every)} movies: see --json")
     if result.recommendations:
         print(f"{'movie_id':>8}  probability")
         for r in result.recommendations:
@@ -300,6 +303,13 @@ def _reconstruct_command(sub: Any) -> None:
         type=nonnegative_int,
         default=10,
         help="recommendations to print; 0 = none (default: %(default)s)",
+    )
+    rec.add_argument(
+        "--all-probabilities",
+        action="store_true",
+        help="also ask for every movie's probability (4 bytes a movie; printed with --json, "
+        "or in full on a small catalogue); without it only the --top-k recommendations "
+        "come back, unless --top-k is 0",
     )
 
 
