@@ -7,8 +7,10 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from movie_embeddings_server.errors import ResourceExhausted
 from movie_embeddings_server.store import versions
 
 
@@ -87,3 +89,25 @@ def test_replace_file_leaves_no_staged_file_when_the_rename_fails(tmp_path: Path
     with pytest.raises(OSError):
         versions.replace_file(target, b"{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json"]
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: versions.write_file(path, b"data"),
+        lambda path: versions.write_npz(path, {"a": np.zeros(10_000)}),
+    ],
+    ids=["file", "npz"],
+)
+def test_a_write_on_a_full_device_is_resource_exhausted_naming_what_and_the_file(write) -> None:  # type: ignore[no-untyped-def]
+    # /dev/full: every write fails ENOSPC, as on a full disk
+    with pytest.raises(ResourceExhausted) as info, versions.storing("the thing"):
+        write(Path("/dev/full"))
+    assert str(info.value) == (
+        "no space to write the thing (full): No space left on device; nothing was stored"
+    )
+
+
+def test_other_write_errors_pass_through_storing(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError), versions.storing("the thing"):
+        versions.write_file(tmp_path, b"data")

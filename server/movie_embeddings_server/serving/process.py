@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,14 +81,25 @@ def wait_serving(
     raise TimeoutError(f"{target} not SERVING after {timeout} s")
 
 
+def _limit_files(size: int) -> Callable[[], None]:
+    def limit() -> None:  # in the child, before exec
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails, not the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
 def start_server(
     data_dir: Path,
     log: Path,
     *extra: str,
     channel_credentials: grpc.ChannelCredentials | None = None,
+    file_size_limit: int | None = None,
 ) -> ServerProcess:
     """Start `serve --port 0` and wait until it is SERVING; the port is read from its log.
-    A server started with TLS flags is checked over `channel_credentials`."""
+    A server started with TLS flags is checked over `channel_credentials`. With
+    `file_size_limit`, it and its trainer processes write no file past that many bytes (the
+    write fails EFBIG, as on a full disk; the log file counts too)."""
     started = time.monotonic()
     offset = log.stat().st_size if log.exists() else 0  # only this process's lines count
     with open(log, "ab") as out:
@@ -94,6 +108,7 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=None if file_size_limit is None else _limit_files(file_size_limit),
         )
     deadline = started + START_TIMEOUT
     try:

@@ -22,6 +22,7 @@ from .versions import (
     fsync_dir,
     retire,
     staging_dir,
+    storing,
     version_numbers,
     write_file,
     write_npz,
@@ -451,8 +452,10 @@ class DatasetStore:
         infos = self.list(name) if version == 0 else [newest]
         deleted = []
         for info in infos:
+            what = f"the deletion of dataset {name!r} v{info['version']}"
             try:
-                retire(self.root / name, info["version"])
+                with storing(what, "the version stays"):
+                    retire(self.root / name, info["version"])
             except FileNotFoundError:
                 continue  # another process deleted it just now
             deleted.append(info)
@@ -465,7 +468,12 @@ class DatasetStore:
         return deleted
 
     def save(self, dataset: StoredDataset) -> dict[str, Any]:
-        """Store a built dataset as the name's next version; its info."""
+        """Store a built dataset as the name's next version; its info. A write refused for
+        lack of space ends RESOURCE_EXHAUSTED with nothing stored."""
+        with storing(f"a new version of dataset {dataset.name!r}"):
+            return self._save(dataset)
+
+    def _save(self, dataset: StoredDataset) -> dict[str, Any]:
         parent = self.root / dataset.name
         staged = staging_dir(parent)
         try:

@@ -27,9 +27,11 @@ from .versions import (
     fsync_dir,
     fsync_file,
     locked,
+    naming,
     replace_file,
     retire,
     staging_dir,
+    storing,
     version_numbers,
     write_file,
     write_npz,
@@ -111,16 +113,23 @@ class Store(LoadedVersions):
         meta: dict,
         catalogue: Catalogue | None = None,
     ) -> Path:
-        """Write a complete version into a hidden staging directory (not yet a version)."""
+        """Write a complete version into a hidden staging directory (not yet a version),
+        removed if a write fails (the trainer process tells a full disk by `storing`)."""
         tmp = staging_dir(self.root / name)
-        if keras_model is not None:
-            keras_model.save(tmp / KERAS_MODEL)
-        if catalogue is not None:  # none: the identity of a synthetic model's movies
-            catalogue.save(tmp)
-            fsync_file(tmp / CATALOGUE_FILE)
-        write_npz(tmp / WEIGHTS, weights)
-        write_file(tmp / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
-        fsync_dir(tmp)
+        try:
+            if keras_model is not None:
+                with naming(tmp / KERAS_MODEL):
+                    keras_model.save(tmp / KERAS_MODEL)
+            if catalogue is not None:  # none: the identity of a synthetic model's movies
+                with naming(tmp / CATALOGUE_FILE):
+                    catalogue.save(tmp)
+                fsync_file(tmp / CATALOGUE_FILE)
+            write_npz(tmp / WEIGHTS, weights)
+            write_file(tmp / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
+            fsync_dir(tmp)
+        except BaseException:
+            self.discard(tmp)
+            raise
         return tmp
 
     @contextlib.contextmanager
@@ -138,7 +147,7 @@ class Store(LoadedVersions):
     def commit(self, name: str, staged: Path) -> ServedModel:
         """Rename a staged directory to the next version number (under the lock that holds
         across processes sharing the store) and serve it."""
-        with self._lock:
+        with self._lock, storing(f"a new version of model {name!r}"):
             version = commit(self.root / name, staged)
         served = self._read(name, version)
         self._register(served)
@@ -170,7 +179,8 @@ class Store(LoadedVersions):
                 labels[label] = version
             else:
                 labels.pop(label, None)
-            replace_file(model_dir / LABELS, json.dumps(labels, sort_keys=True).encode())
+            with storing(f"the labels of model {name!r}", "they are as they were"):
+                replace_file(model_dir / LABELS, json.dumps(labels, sort_keys=True).encode())
         self._set_labels(name, labels)
         return dict(labels)
 
@@ -190,12 +200,14 @@ class Store(LoadedVersions):
         self._refuse_labelled(model_dir, numbers)  # every version refused before any goes
         deleted = []
         for served in doomed:
+            what = f"the deletion of model {served.name!r} v{served.version}"
             try:
-                retire(
-                    model_dir,
-                    served.version,
-                    partial(self._refuse_labelled, model_dir, [served.version]),
-                )
+                with storing(what, "the version stays"):
+                    retire(
+                        model_dir,
+                        served.version,
+                        partial(self._refuse_labelled, model_dir, [served.version]),
+                    )
             except FileNotFoundError:
                 continue  # another process deleted it just now
             self._forget(served.name, served.version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidArgument, quoted
+from ..errors import InvalidArgument, ResourceExhausted, quoted
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ DELETED_PREFIX = ".deleted-"
 LOCK_FILE = ".lock"
 DATASETS_DIR = "datasets"  # <data-dir>/datasets holds the dataset store, beside the models
 STALE_STAGING_SECONDS = 3600.0  # a staging directory this old belongs to no live writer
+# A write refused for lack of space: a full disk, a quota, a file size limit (RLIMIT_FSIZE).
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def check_store_name(field: str, name: str) -> str:
@@ -36,6 +39,32 @@ def check_store_name(field: str, name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise InvalidArgument(field, f"must match {NAME_PATTERN}, got {quoted(name)}")
     return name
+
+
+@contextlib.contextmanager
+def storing(what: str, outcome: str = "nothing was stored") -> Iterator[None]:
+    """The block's write refused for lack of space ends RESOURCE_EXHAUSTED, naming `what` and
+    the file (its writer cleans up; what was stored before stays as it was)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        file = f" ({Path(exc.filename).name})" if exc.filename else ""
+        raise ResourceExhausted(
+            f"no space to write {what}{file}: {exc.strerror}; {outcome}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError of the block names `path` (a failed write() names no file; a staged copy's
+    name means nothing to a caller)."""
+    try:
+        yield
+    except OSError as exc:
+        exc.filename = str(path)
+        raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -52,7 +81,7 @@ def fsync_file(path: Path) -> None:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    with naming(path), open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -62,8 +91,9 @@ def replace_file(path: Path, data: bytes) -> None:
     """Replace a small file at once (a reader sees the old or the new one, never a mix)."""
     staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
-        write_file(staged, data)
-        os.replace(staged, path)
+        with naming(path):  # the file it replaces, not its staged copy
+            write_file(staged, data)
+            os.replace(staged, path)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
@@ -72,7 +102,7 @@ def replace_file(path: Path, data: bytes) -> None:
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Arrays only (no pickles), uncompressed: written and read at disk speed."""
-    with open(path, "wb") as f:
+    with naming(path), open(path, "wb") as f:
         np.savez(f, allow_pickle=False, **arrays)
         f.flush()
         os.fsync(f.fileno())

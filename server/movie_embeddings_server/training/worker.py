@@ -34,7 +34,7 @@ from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel
 from ..store.datasets import DatasetStore
 from ..store.models import Store, new_metadata
-from ..store.versions import fsync_dir, write_npz
+from ..store.versions import fsync_dir, storing, write_npz
 from . import keras_model as training
 from . import quality, ranking, rows
 from .quiet_start import import_keras
@@ -223,16 +223,20 @@ def main() -> None:
         spec = TrainSpec(**train["spec"])
         on_epoch = lambda e: send(job_id, epoch=asdict(e))  # noqa: B023, E731 (in the loop)
         try:
-            if "dataset" in train:
-                source = resolve_dataset_training(train["dataset"])  # its dicts back to a spec
-                staged = run_dataset(store, datasets, train["name"], source, spec, on_epoch, stop)
-            else:
-                synthetic = SyntheticSpec(**train["synthetic"])
-                staged = run(store, train["name"], synthetic, spec, on_epoch, stop)
+            # A full disk or a file size limit: RESOURCE_EXHAUSTED, as in the serving process.
+            with storing(f"a new version of model {train['name']!r}"):
+                if "dataset" in train:
+                    source = resolve_dataset_training(train["dataset"])  # its dicts to a spec
+                    staged = run_dataset(
+                        store, datasets, train["name"], source, spec, on_epoch, stop
+                    )
+                else:
+                    synthetic = SyntheticSpec(**train["synthetic"])
+                    staged = run(store, train["name"], synthetic, spec, on_epoch, stop)
             send(job_id, staged=str(staged))
         except Cancelled as exc:
             send(job_id, cancelled=str(exc))
-        except errors.ServiceError as exc:  # the request does not fit the data
+        except errors.ServiceError as exc:  # the request does not fit the data, or the disk
             send(job_id, refused=refusal(exc))
         except Exception as exc:  # reported to the server, the traceback stays in the log
             log.exception("training %r failed", train["name"])
