@@ -1,1 +1,2 @@
-"""The movie-embeddings server: generator, Keras model, model store, search and gRPC service."""
+"""The movie-embeddings server, a package per process: serving/ (gRPC, numpy), training/
+(TensorFlow), store/ (on disk), model/ (a version as arrays), cli/ (the command)."""
