@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -29,7 +30,6 @@ from .types import (
     TrainingConfig,
     TrainProgress,
     Watcher,
-    WatcherColumns,
 )
 from .v1 import movie_embeddings_pb2 as pb
 
@@ -204,7 +204,15 @@ def movie(m: pb.Movie) -> Movie:
 def progress(p: pb.TrainProgress) -> TrainProgress:
     val_loss = None if math.isnan(p.val_loss) else p.val_loss
     return TrainProgress(
-        p.epoch, p.epochs, p.loss, val_loss, p.elapsed_seconds, step=p.step, steps=p.steps
+        p.epoch,
+        p.epochs,
+        p.loss,
+        val_loss,
+        p.elapsed_seconds,
+        step=p.step,
+        steps=p.steps,
+        epoch_seconds_left=p.epoch_seconds_left,
+        run_seconds_left=p.run_seconds_left,
     )
 
 
@@ -252,62 +260,86 @@ def import_requests(
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     header = pb.DatasetHeader(name=name, description=description)
     yield pb.ImportDatasetRequest(header=header), 0
+    for part, rows, fields in import_chunks(columns, chunk_rows):
+        message = pb.ImportDatasetRequest()
+        chunk = getattr(message, part)
+        table = getattr(columns, part)
+        for field in fields:
+            values = getattr(table, field)[rows]
+            if field == "education":
+                values = values.astype(np.int32)  # whole numbers, all known in this chunk
+            # extend() on the message's own field: no copy of the finished chunk.
+            getattr(chunk, field).extend(values.tolist())
+        yield message, len(values)
+
+
+ImportChunk = tuple[str, slice | np.ndarray, tuple[str, ...]]
+
+
+def import_chunks(columns: DatasetColumns, chunk_rows: int) -> Iterator[ImportChunk]:
+    """How import_requests lays the tables out after its header, one message at a time: the
+    table ("ratings", "watchers" or "movies"), its rows (a slice or indices) and the columns
+    the message carries (a column left out is empty on the wire)."""
     r = columns.ratings
-    yield from _chunks(
-        "ratings",
-        chunk_rows,
-        watcher_ids=r.watcher_ids,
-        movie_ids=r.movie_ids,
-        ratings=r.ratings,
-        timestamps=r.timestamps,
+    rating_fields = ("watcher_ids", "movie_ids", "ratings", "timestamps")
+    yield from _slices(
+        "ratings", len(r), chunk_rows, rating_fields[: 3 if r.timestamps is None else 4]
     )
-    if columns.watchers is not None:
-        yield from _watcher_chunks(columns.watchers, chunk_rows)
+    if (w := columns.watchers) is not None:
+        # A chunk's feature column is all or nothing on the wire, so watchers travel in
+        # groups by which of their features are known (NaN = unknown).
+        has_age, has_education = _known(w.age_years, len(w)), _known(w.education, len(w))
+        for age, education in itertools.product((True, False), repeat=2):
+            group = np.flatnonzero((has_age == age) & (has_education == education))
+            fields = ("watcher_ids",) + ("age_years",) * age + ("education",) * education
+            for start in range(0, len(group), chunk_rows):
+                yield "watchers", group[start : start + chunk_rows], fields
     if (m := columns.movies) is not None:
-        yield from _chunks(
-            "movies", chunk_rows, movie_ids=m.movie_ids, titles=m.titles, genres=m.genres
+        movie_fields = tuple(
+            f for f in ("movie_ids", "titles", "genres") if getattr(m, f) is not None
         )
+        yield from _slices("movies", len(m), chunk_rows, movie_fields)
 
 
 def _known(values: np.ndarray | None, n: int) -> np.ndarray:
     return np.zeros(n, dtype=bool) if values is None else ~np.isnan(values)
 
 
-def _watcher_chunks(
-    w: WatcherColumns, chunk_rows: int
-) -> Iterator[tuple[pb.ImportDatasetRequest, int]]:
-    """A chunk's feature column is all or nothing on the wire, so watchers travel in groups
-    by which of their features are known (NaN = unknown)."""
-    has_age, has_education = _known(w.age_years, len(w)), _known(w.education, len(w))
-    for age, education in itertools.product((True, False), repeat=2):
-        rows = np.flatnonzero((has_age == age) & (has_education == education))
-        if len(rows):
-            yield from _chunks(
-                "watchers",
-                chunk_rows,
-                watcher_ids=w.watcher_ids[rows],
-                age_years=w.age_years[rows] if age and w.age_years is not None else None,
-                education=(
-                    w.education[rows].astype(np.int32)
-                    if education and w.education is not None
-                    else None
-                ),
-            )
-
-
-def _chunks(
-    part: str, chunk_rows: int, **columns: np.ndarray | None
-) -> Iterator[tuple[pb.ImportDatasetRequest, int]]:
-    """Messages carrying one part's columns (None: left empty) `chunk_rows` rows at a time."""
-    n = len(next(c for c in columns.values() if c is not None))
+def _slices(part: str, n: int, chunk_rows: int, fields: tuple[str, ...]) -> Iterator[ImportChunk]:
     for start in range(0, n, chunk_rows):
-        message = pb.ImportDatasetRequest()
-        chunk = getattr(message, part)
-        for field, values in columns.items():
-            if values is not None:
-                # extend() on the message's own field: no copy of the finished chunk.
-                getattr(chunk, field).extend(values[start : start + chunk_rows].tolist())
-        yield message, min(chunk_rows, n - start)
+        yield part, slice(start, min(start + chunk_rows, n)), fields
+
+
+# A row of one chunk, as the server names it in a refusal: chunks[3].ratings.movie_ids[17].
+_CHUNK_ROW = re.compile(r"chunks\[(\d+)\]\.(ratings|watchers|movies)\.(\w+)\[(\d+)\]")
+
+
+def in_table_terms(
+    text: str,
+    columns: DatasetColumns,
+    chunk_rows: int,
+    where: Callable[[str, int, str], str],
+) -> str:
+    """`text` (an ImportDataset refusal) with each row of a chunk it names, in the stream
+    import_requests made of `columns`, replaced by `where(table, row, column)`: the row of
+    that table ("ratings", "watchers" or "movies") the chunk's row carried, found by laying
+    the stream out again."""
+    last = max((int(m.group(1)) for m in _CHUNK_ROW.finditer(text)), default=0)
+    chunks = itertools.islice(import_chunks(columns, chunk_rows), last)
+    places = dict(enumerate(chunks, start=1))  # the header is chunks[0]
+
+    def replace(match: re.Match[str]) -> str:
+        index, part, column, row = match.groups()
+        place = places.get(int(index))
+        if place is None or place[0] != part or column not in place[2]:
+            return match.group(0)
+        rows = place[1]
+        span = range(rows.start, rows.stop) if isinstance(rows, slice) else rows
+        if int(row) >= len(span):
+            return match.group(0)
+        return where(part, int(span[int(row)]), column)
+
+    return _CHUNK_ROW.sub(replace, text)
 
 
 def nearest_request(

@@ -176,25 +176,47 @@ def test_a_headerless_tsv_by_column_positions(server: ServerProcess, tmp_path: P
     assert (data["has_age"], data["description"]) == (True, "by position")
 
 
+HEADER = "userId,movieId,rating\n"
+
+
 @pytest.mark.parametrize(
-    ("row", "code", "words"),
+    ("text", "options", "code", "error"),
     [
-        ("1,-11,4", 1, "error: INVALID_ARGUMENT: "),  # the server names the chunk, row, field
-        ("1,11,", 2, "error: ratings.csv column 'rating' has no value in data row 2"),
+        # Refused by the server, which names a stream position: told as the file's line.
+        (HEADER + "1,10,4\n1,-11,4\n", (), 1, "INVALID_ARGUMENT: {path}, line 3, column "
+         "'movieId': must be >= 0, got -11"),
+        (HEADER + "1,10,4\n1,11,\n", (), 2, "{path}, line 3, column 'rating': no value, but "
+         "every row needs a rating"),
+        (HEADER + "1,10,4\n1,tt0114709,4\n", (), 2, "{path}, line 3, column 'movieId': movie "
+         "ids must be integers, got 'tt0114709': give a column of integer ids, or number the "
+         "ids first (one integer per distinct id, the same in every file)"),
+        ("", (), 2, "{path}: the file is empty"),
+        ("1,10,4\n1,11,3\n", (), 2, "{path}: no column 'userId'; its first line, '1,10,4', "
+         "looks like data, not a header; if it has no header, give its columns by 0-based "
+         "position: --watcher-col 0 --movie-col 1 --rating-col 2"),
+        (HEADER + "1,10,4\n", ("--movies", "{dir}/nowhere.csv"), 2,
+         "no such file or directory: {dir}/nowhere.csv"),
     ],
-    ids=["negative-id", "missing-rating"],
-)
-def test_a_bad_row_is_refused_in_one_line_naming_it(
-    server: ServerProcess, client: me.Client, tmp_path: Path, row: str, code: int, words: str
+    ids=["negative-id", "missing-rating", "text-id", "empty", "headerless", "missing-movies"],
+)  # fmt: skip
+def test_an_import_refusal_is_one_line_naming_the_file_line_and_column(
+    server: ServerProcess,
+    client: me.Client,
+    tmp_path: Path,
+    text: str,
+    options: tuple[str, ...],
+    code: int,
+    error: str,
 ) -> None:
     path = tmp_path / "ratings.csv"
-    path.write_text(f"userId,movieId,rating\n1,10,4\n{row}\n")
-    result = run_cli("import", str(path), "--name", "clibad", "--target", server.target)
+    path.write_text(text)
+    given = [o.format(dir=tmp_path) for o in options]
+    result = run_cli("import", str(path), "--name", "clibad", *given, "--target", server.target)
     assert result.returncode == code, result.stderr
-    error = result.stderr.splitlines()[-1]
-    assert error.startswith(words), result.stderr
-    assert code == 2 or "movie_ids[1]" in error, error
     assert "Traceback" not in result.stderr
+    *before, last = result.stderr.splitlines()
+    assert last == "error: " + error.format(path=path, dir=tmp_path), result.stderr
+    assert code == 1 or not before, result.stderr  # refused before reading: that line only
     assert client.list_datasets("clibad") == []
 
 

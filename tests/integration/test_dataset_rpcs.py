@@ -1,5 +1,6 @@
 """The dataset RPCs through a real in-process server and the generated stubs: import by a
-client stream, every refusal with its chunk, row and column, broken streams, limits, token."""
+client stream, every refusal with its chunk, row and column (and, for rows read from files,
+their lines), broken streams, limits, token."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+import movie_embeddings as me
+from movie_embeddings.datasets import read_table
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from movie_embeddings_server.serving.app import Running, ServerConfig, create_server
@@ -198,6 +201,52 @@ def test_every_refusal_names_the_chunk_row_and_column(server: Server, requests, 
     assert violation.field == field
     assert violation.description and violation.description in error.details()
     assert not _version_dirs(server, "ok")
+
+
+RATINGS_CSV = "user,movie,rating\n1,7,3\n2,8,4\n\n3,9,5\n"
+WATCHERS_CSV = "user,age,school\n1,30,\n2,,1\n3,40,2\n4,,\n5,50,\n"
+MOVIES_CSV = "movie,title\n7,Seven\n8,Eight\n9,Nine\n"
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "told"),
+    [
+        ("r.csv", RATINGS_CSV.replace("3,9,5", "3,-9,5"), "r.csv, line 5, column 'movie': must"),
+        ("w.csv", WATCHERS_CSV.replace("5,50", "5,200"), "w.csv, line 6, column 'age': must be"),
+        (
+            "w.csv",
+            WATCHERS_CSV.replace("4,,", "2,,"),
+            "w.csv, line 5, column 'user': watcher 2 is described already, at {dir}/w.csv, "
+            "line 3, column 'user'",
+        ),
+        (
+            "m.csv",
+            MOVIES_CSV + "7,Sept\n",
+            "m.csv, line 5, column 'title': movie 7 is listed with 'Sept' here but with "
+            "'Seven' at {dir}/m.csv, line 2, column 'title'",
+        ),
+    ],
+    ids=["ratings", "watchers-in-a-feature-group", "watchers-twice", "movies-twice"],
+)
+def test_a_refusal_of_rows_read_from_files_is_told_in_their_lines(
+    server: Server, tmp_path: Path, file: str, text: str, told: str
+) -> None:
+    """The server names positions in the stream; the columns read from files tell them as
+    the lines they came from, whichever chunk (of 2 rows here) each row travelled in."""
+    for name, default in (("r.csv", RATINGS_CSV), ("w.csv", WATCHERS_CSV), ("m.csv", MOVIES_CSV)):
+        (tmp_path / name).write_text(text if name == file else default)
+    columns = {"watcher_col": "user", "movie_col": "movie", "rating_col": "rating"}
+    features = {"age_col": "age", "education_col": "school", "title_col": "title"}
+    files = {"watchers": tmp_path / "w.csv", "movies": tmp_path / "m.csv"}
+    data = read_table(tmp_path / "r.csv", **columns, **features, **files)
+    client = me.Client(f"127.0.0.1:{server.running.port}", token=TOKEN)
+    with client, pytest.raises(me.InvalidArgument) as refused:
+        client.import_dataset("from-files", data, chunk_rows=2)
+    assert refused.value.details.startswith("chunks[")  # the server's own terms
+    assert data.in_file_terms(refused.value.details, 2).startswith(
+        f"{tmp_path}/" + told.format(dir=tmp_path)
+    )
+    assert not _version_dirs(server, "from-files")
 
 
 def test_a_stream_broken_off_mid_way_stores_nothing(

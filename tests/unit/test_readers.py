@@ -3,15 +3,24 @@ files the tests write, into the SDK's columns."""
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from movie_embeddings.datasets import movielens_format, read_movielens, read_table
+from movie_embeddings.datasets import (
+    FileColumns,
+    FileError,
+    movielens_format,
+    read_movielens,
+    read_table,
+)
 
 # --- MovieLens latest / 20M / 25M / 32M: ratings.csv + movies.csv ---------------------------
 
@@ -176,13 +185,6 @@ def test_movielens_10m_utf8_without_users(tmp_path: Path) -> None:
     assert data.watchers is None
 
 
-def test_a_malformed_dat_line_is_named(tmp_path: Path) -> None:
-    directory = _ml_1m(tmp_path / "ml-1m")
-    (directory / "movies.dat").write_text("1::Toy Story (1995)::Comedy\n2::Jumanji (1995)\n")
-    with pytest.raises(ValueError, match=r"movies\.dat: line 2"):
-        read_movielens(directory)
-
-
 # --- format detection ----------------------------------------------------------------------
 
 
@@ -196,7 +198,9 @@ def test_auto_detection(tmp_path: Path) -> None:
 
 
 def test_an_explicit_format_that_does_not_fit_fails(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(
+        FileNotFoundError, match=r"not a movielens-100k directory \(it has no u\.data"
+    ):
         read_movielens(_latest(tmp_path / "ml"), "movielens-100k")
     with pytest.raises(ValueError, match="format must be one of"):
         read_movielens(tmp_path / "ml", "csv")
@@ -310,15 +314,138 @@ def test_parquet(tmp_path: Path) -> None:
     assert m.genres.tolist() == ["A|B", "C"]
 
 
-# --- refusals ------------------------------------------------------------------------------
+# --- refusals, in the file's terms ---------------------------------------------------------
+
+
+def _ratings_csv(path: Path, text: str, **files: Any) -> FileColumns:
+    """`text` written to `path` and read with its columns user, movie, rating (and `files`)."""
+    path.write_text(text)
+    return read_table(path, watcher_col="user", movie_col="movie", rating_col="rating", **files)
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "column", "problem"),
+    [
+        ("1,2,3\n1,abc,4\n", 3, "movie", "movie ids must be integers, got 'abc': give a column"),
+        ("1,2,3\n1,2,4\n\n\n1,2,x\n", 6, "rating", "ratings must be numbers, got 'x'"),
+        ("1,2,3\n1, 7 ,4\n1.5,2,3\n", 4, "user", "watcher ids must be integers, got '1.5'"),
+        ("1,2,3\n1,3000000000,4\n", 3, "movie", "movie ids must be at most 2147483647"),
+        ("1,2,3\n1,,4\n", 3, "movie", "no value, but every row needs a movie id"),
+        ("1,2,3\n\n1,2,3,4\n", 4, None, "has 4 fields where the first line has 3: '1,2,3,4'"),
+    ],
+    ids=["text-id", "blank-lines-counted", "float-id", "id-past-int32", "no-value", "extra-field"],
+)
+def test_a_refused_value_names_the_file_line_and_column(
+    tmp_path: Path, rows: str, line: int, column: str | None, problem: str
+) -> None:
+    path = tmp_path / "r.csv"
+    with pytest.raises(FileError) as refused:
+        _ratings_csv(path, "user,movie,rating\n" + rows)
+    error = refused.value
+    assert (error.path, error.line, error.column) == (path, line, column)
+    where = f"{path}, line {line}" + ("" if column is None else f", column {column!r}")
+    assert str(error).startswith(f"{where}: {problem}"), str(error)
+
+
+def test_ids_that_are_not_integers_say_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("movie,title\ntt0114709,Toy Story\n")
+    with pytest.raises(FileError) as refused:
+        _ratings_csv(tmp_path / "r.csv", "user,movie,rating\nu1,7,4\n")
+    assert str(refused.value) == (
+        f"{tmp_path / 'r.csv'}, line 2, column 'user': watcher ids must be integers, got 'u1': "
+        "give a column of integer ids, or number the ids first (one integer per distinct id, "
+        "the same in every file)"
+    )
+    with pytest.raises(FileError, match=r"m\.csv, line 2, column 'movie': movie ids must be int"):
+        _ratings_csv(tmp_path / "r.csv", "user,movie,rating\n1,7,4\n", movies=tmp_path / "m.csv")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_headerless_files_and_parquet_name_their_columns_their_way(tmp_path: Path) -> None:
+    by_position = {"watcher_col": 0, "movie_col": 1, "rating_col": 2}
+    with pytest.raises(FileError, match=r"r\.tsv, line 2, column 2: ratings must be numbers"):
+        read_table(_write(tmp_path / "r.tsv", "1\t2\t3\n1\t2\t?\n"), **by_position)
+    # A header read as data: its line 1 says so.
+    with pytest.raises(FileError, match=r"line 1, column 0: .*name the columns by it, not by"):
+        read_table(_write(tmp_path / "r.tsv", "u\tm\tr\n1\t2\t3\n"), **by_position)
+    pq.write_table(pa.table({"u": [1, 2], "m": [7.0, 7.5], "r": [1, 2]}), tmp_path / "r.parquet")
+    with pytest.raises(FileError) as refused:
+        read_table(tmp_path / "r.parquet", watcher_col="u", movie_col="m", rating_col="r")
+    assert str(refused.value).startswith(
+        f"{tmp_path / 'r.parquet'}, row 2, column 'm': movie ids must be integers, got 7.5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("layout", "file", "text", "error"),
+    [
+        (_ml_100k, "u.data", "196\t242\t3\t881250949\n186\t302\tx\t891717742\n",
+         r"u\.data, line 2, column 'rating': ratings must be numbers, got 'x'$"),
+        (_ml_100k, "u.data", "196\t242\t3\n",
+         r"u\.data: its lines are not user id, item id, rating, timestamp separated by tabs$"),
+        (_ml_1m, "ratings.dat", "1::1193::5::978300760\n2::x::3::978824291\n",
+         r"ratings\.dat, line 2, column 'MovieID': movie ids must be integers, got 'x'"),
+        (_ml_1m, "movies.dat", "1::Toy Story (1995)::Comedy\n2::Jumanji (1995)\n",
+         r"movies\.dat, line 2: is not MovieID::Title::Genres$"),
+        (_ml_1m, "movies.dat", "1::Toy Story (1995)::Comedy\n\nx2::Heat (1995)::Action\n",
+         r"movies\.dat, line 3, column 'MovieID': movie ids must be integers, got 'x2'"),
+    ],
+    ids=["100k-value", "100k-short-lines", "1m-value", "1m-short-line", "1m-after-a-blank"],
+)  # fmt: skip
+def test_movielens_refusals_name_the_line_and_the_readme_column(
+    tmp_path: Path, layout: Callable[[Path], Path], file: str, text: str, error: str
+) -> None:
+    directory = layout(tmp_path / "ml")
+    (directory / file).write_text(text)
+    with pytest.raises(FileError, match=error):
+        read_movielens(directory)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n"], ids=["no-bytes", "blank-lines"])
+def test_an_empty_file_says_it_is_empty(tmp_path: Path, text: str) -> None:
+    with pytest.raises(FileError, match=r"r\.csv: the file is empty$"):
+        _ratings_csv(tmp_path / "r.csv", text)
+    directory = _latest(tmp_path / "ml")
+    (directory / "ratings.csv").write_text(text)
+    with pytest.raises(FileError, match=r"ratings\.csv: the file is empty$"):
+        read_movielens(directory)
+    directory = _ml_100k(tmp_path / "ml-100k")
+    (directory / "u.data").write_text(text)
+    with pytest.raises(FileError, match=r"u\.data: the file is empty$"):
+        read_movielens(directory)
+
+
+def test_a_ratings_file_with_a_header_only_has_no_ratings(tmp_path: Path) -> None:
+    with pytest.raises(FileError, match=r"r\.csv: no ratings: the file has its header line only"):
+        _ratings_csv(tmp_path / "r.csv", "user,movie,rating\n")
+
+
+def test_a_file_without_a_header_is_told_how_to_read_it_by_position(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    with pytest.raises(FileError) as refused:
+        _ratings_csv(path, "1,2,3.5,100\n")
+    error = refused.value
+    assert error.positions == {"watcher_col": 0, "movie_col": 1, "rating_col": 2}
+    assert str(error) == (
+        f"{path}: no column 'user'; its first line, '1,2,3.5,100', looks like data, not a "
+        "header; if it has no header, give its columns by 0-based position: watcher_col=0, "
+        "movie_col=1, rating_col=2"
+    )
+    assert error.describe(lambda name, i: f"--{name} {i}", " ").endswith(
+        "position: --watcher_col 0 --movie_col 1 --rating_col 2"
+    )
 
 
 def test_a_missing_column_is_named(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text("user,movie,rating\n1,2,3\n")
-    with pytest.raises(ValueError, match=r"r\.csv has no column 'stars'.*\['user', 'movie'"):
+    with pytest.raises(FileError, match=r"r\.csv: no column 'stars'; its header has \['user',"):
         read_table(tmp_path / "r.csv", watcher_col="user", movie_col="movie", rating_col="stars")
     pq.write_table(pa.table({"user": [1], "movie": [2]}), tmp_path / "r.parquet")
-    with pytest.raises(ValueError, match=r"no column 'rating'"):
+    with pytest.raises(FileError, match=r"no column 'rating'"):
         read_table(
             tmp_path / "r.parquet", watcher_col="user", movie_col="movie", rating_col="rating"
         )
@@ -326,7 +453,7 @@ def test_a_missing_column_is_named(tmp_path: Path) -> None:
 
 def test_a_missing_position_is_named(tmp_path: Path) -> None:
     (tmp_path / "r.tsv").write_text("1\t2\t3\n")
-    with pytest.raises(ValueError, match=r"no column '3'"):
+    with pytest.raises(FileError, match=r"no column 3; its first line has 3 fields \(0\.\.2\)"):
         read_table(tmp_path / "r.tsv", watcher_col=0, movie_col=1, rating_col=3)
 
 
@@ -336,16 +463,51 @@ def test_names_and_positions_do_not_mix(tmp_path: Path) -> None:
         read_table(tmp_path / "r.csv", watcher_col="user", movie_col=1, rating_col="rating")
 
 
-def test_a_missing_id_is_named_with_its_row(tmp_path: Path) -> None:
-    (tmp_path / "r.csv").write_text("user,movie,rating\n1,2,3\n1,,4\n")
-    with pytest.raises(ValueError, match=r"r\.csv column 'movie' has no value in data row 2"):
-        read_table(tmp_path / "r.csv", watcher_col="user", movie_col="movie", rating_col="rating")
+def test_education_levels_are_whole_numbers(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text("user,school\n1,2\n2,\n3,2.5\n")
+    with pytest.raises(FileError, match=r"w\.csv, line 4, column 'school': education levels"):
+        _ratings_csv(
+            tmp_path / "r.csv",
+            "user,movie,rating\n1,2,3\n",
+            watchers=tmp_path / "w.csv",
+            education_col="school",
+        )
 
 
-def test_a_bad_value_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "r.csv").write_text("user,movie,rating\n1,2,3\n1,abc,4\n")
-    with pytest.raises(ValueError, match=r"r\.csv: .*abc"):
-        read_table(tmp_path / "r.csv", watcher_col="user", movie_col="movie", rating_col="rating")
+def test_the_server_s_stream_positions_become_file_lines(tmp_path: Path) -> None:
+    """An import streams ratings, then watchers grouped by which features they have, then
+    movies, `chunk_rows` a message: each position a refusal names maps back to its line."""
+    (tmp_path / "w.csv").write_text("user,age,school\n1,30,\n2,,1\n3,40,2\n4,,\n5,50,\n")
+    (tmp_path / "m.csv").write_text("movie,title\n7,Seven\n8,Eight\n9,Nine\n")
+    data = _ratings_csv(
+        tmp_path / "r.csv",
+        "user,movie,rating\n1,7,3\n2,8,4\n\n3,9,5\n",
+        watchers=tmp_path / "w.csv",
+        age_col="age",
+        education_col="school",
+        movies=tmp_path / "m.csv",
+        title_col="title",
+    )
+    # chunk_rows=2: 0 the header, 1-2 ratings (rows 0-1, 2), 3 watchers with both features (row
+    # 2), 4 with age only (rows 0, 4), 5 with education only (1), 6 with neither (3), 7-8 movies.
+    told = functools.partial(data.in_file_terms, chunk_rows=2)
+    r, w, m = (tmp_path / n for n in ("r.csv", "w.csv", "m.csv"))
+    assert told("chunks[2].ratings.movie_ids[0]: must be >= 0") == (
+        f"{r}, line 5, column 'movie': must be >= 0"  # the blank line 4 is counted
+    )
+    assert told("chunks[4].watchers.age_years[1]: x") == f"{w}, line 6, column 'age': x"
+    assert told("chunks[5].watchers.education[0]: x") == f"{w}, line 3, column 'school': x"
+    assert told("chunks[6].watchers.watcher_ids[0]: x") == f"{w}, line 5, column 'user': x"
+    assert told("chunks[8].movies.titles[0]: 'A' here but 'B' at chunks[7].movies.titles[1]") == (
+        f"{m}, line 4, column 'title': 'A' here but 'B' at {m}, line 3, column 'title'"
+    )
+    # Positions that name no row of these columns stay as they are.
+    for text in (
+        "chunks[0].header.name: bad",
+        "chunks[2].movies.titles[0]",
+        "chunks[2].ratings.movie_ids[5]",
+    ):
+        assert told(text) == text
 
 
 def test_without_pyarrow_the_error_says_what_to_install(

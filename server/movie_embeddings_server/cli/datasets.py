@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -163,13 +164,32 @@ def _separator(text: str) -> str:
     return {"\\t": "\t", "tab": "\t"}.get(text, text)
 
 
+def _flag(argument: str, position: int) -> str:
+    """read_table's argument as this command's flag: movie_col=1 -> --movie-col 1."""
+    return f"--{argument.replace('_', '-')} {position}"
+
+
 def read_columns(args: argparse.Namespace, progress: ReadProgress) -> me.DatasetColumns:
-    """The dataset PATH holds: a MovieLens directory, or a table file and its companions."""
+    """The dataset PATH holds: a MovieLens directory, or a table file and its companions.
+    A file that is missing or cannot be read is a usage error, told in the file's terms."""
+    from movie_embeddings import datasets
+
+    for option in ("path", "movies", "watchers"):
+        given = getattr(args, option)
+        if given is not None and not Path(given).exists():
+            raise UsageError(f"no such file or directory: {given}")
+    try:
+        return _read_columns(args, progress)
+    except datasets.FileError as exc:
+        raise UsageError(exc.describe(_flag, " ")) from exc
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        raise UsageError(f"{exc.filename}: {exc.strerror}") from exc
+
+
+def _read_columns(args: argparse.Namespace, progress: ReadProgress) -> me.DatasetColumns:
     from movie_embeddings import datasets
 
     path = Path(args.path)
-    if not path.exists():
-        raise UsageError(f"no such file or directory: {path}")
     table = args.format == "csv" or (args.format == "auto" and not path.is_dir())
     given = [option for option in FILE_OPTIONS if getattr(args, dest(option)) is not None]
     if not table:
@@ -194,6 +214,21 @@ def read_columns(args: argparse.Namespace, progress: ReadProgress) -> me.Dataset
     )
 
 
+IMPORT_CHUNK_ROWS = 100_000  # rows a message of the import stream carries
+
+
+def _in_file_terms(exc: me.InvalidArgument, columns: me.DatasetColumns) -> me.InvalidArgument:
+    """The server's refusal with each row of the stream it names (chunks[1].ratings.
+    movie_ids[1]) told as the file, line and column it was read from."""
+    from movie_embeddings.datasets import FileColumns
+
+    if not isinstance(columns, FileColumns):
+        return exc
+    told = functools.partial(columns.in_file_terms, chunk_rows=IMPORT_CHUNK_ROWS)
+    violations = [(told(field), told(text)) for field, text in exc.field_violations]
+    return me.InvalidArgument(told(str(exc)), exc.code, violations)
+
+
 def cmd_import(client: me.Client, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
@@ -204,13 +239,17 @@ def cmd_import(client: me.Client, args: argparse.Namespace) -> int:
                 f"{len(columns.movies or ()):,} movies and {len(columns.watchers or ()):,} "
                 f"watchers from {args.path} in {time.perf_counter() - started:.1f} s"
             )
-            info = client.import_dataset(
-                args.name,
-                columns,
-                description=args.description,
-                progress=display.send,
-                timeout=args.timeout,
-            )
+            try:
+                info = client.import_dataset(
+                    args.name,
+                    columns,
+                    description=args.description,
+                    chunk_rows=IMPORT_CHUNK_ROWS,
+                    progress=display.send,
+                    timeout=args.timeout,
+                )
+            except me.InvalidArgument as exc:
+                raise _in_file_terms(exc, columns) from exc
     except KeyboardInterrupt:
         eprint("cancelled; nothing stored")
         return 130
