@@ -95,6 +95,8 @@ class TrainProgress:
     elapsed_seconds: float
     step: int = 0
     steps: int = 0
+    epoch_seconds_left: float = 0.0  # estimated, from this epoch's pace so far
+    run_seconds_left: float = 0.0  # estimated, to the epoch limit (early stopping: sooner)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,19 @@ class Epoch:
     elapsed_seconds: float
     step: int
     steps: int
+    epoch_seconds_left: float = 0.0  # estimates (seconds_left)
+    run_seconds_left: float = 0.0
+
+
+def seconds_left(
+    epoch: int, epochs: int, step: int, steps: int, in_epoch: float, elapsed: float
+) -> tuple[float, float]:
+    """Estimated seconds left in this epoch (`step` of `steps` done in `in_epoch` seconds) and
+    in the run to its epoch limit (the epochs to come at the mean epoch time so far; `elapsed`
+    seconds since the run started)."""
+    epoch_left = in_epoch / step * (steps - step) if 0 < step < steps else 0.0
+    mean_epoch = (elapsed + epoch_left) / epoch if epoch else 0.0
+    return epoch_left, epoch_left + (epochs - epoch) * mean_epoch
 
 
 def refusal(exc: errors.ServiceError) -> dict[str, Any]:

@@ -291,8 +291,8 @@ def test_reconstruct_prints_titles_beside_recommendations(
 ) -> None:
     # A dataset without ages or education: the model ignores them, so they may be left out.
     args = ("--liked", "1,3,7", "--model", "clids", "--top-k", "4")
-    lines = call(server, "reconstruct", *args).stdout
-    rows = lines.splitlines()[2:]
+    header, *rows = call(server, "reconstruct", *args).stdout.splitlines()
+    assert header.split() == ["movie_id", "probability"]  # the top 4 alone, no probabilities
     expected = client.reconstruct(
         [1, 3, 7], age_years=30, education=1, top_k=4, model="clids"
     ).recommendations

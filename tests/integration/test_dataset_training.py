@@ -107,6 +107,23 @@ def test_progress_comes_inside_each_epoch_with_step_and_steps(trained: Any) -> N
     assert [h["step"] for h in meta["history"]] == [steps] * SMALL.epochs  # epoch ends only
 
 
+def test_progress_carries_the_seconds_left(trained: Any) -> None:
+    _, events, _ = trained
+    inside = [e for e in events if e.step < e.steps]
+    ends = [e for e in events if e.step == e.steps]
+    assert inside and ends
+    # Inside an epoch: its rest at the pace so far, and the run's to the epoch limit beyond it.
+    for e in inside:
+        assert e.epoch_seconds_left > 0
+        assert e.run_seconds_left >= e.epoch_seconds_left
+    # At an epoch's end: none left in it; the epochs to come at the mean epoch time so far.
+    for e in ends:
+        assert e.epoch_seconds_left == 0
+        expected = (e.epochs - e.epoch) * e.elapsed_seconds / e.epoch
+        assert e.run_seconds_left == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert ends[-1].run_seconds_left == 0 or ends[-1].epoch < ends[-1].epochs
+
+
 def test_it_learns_the_tastes(trained: Any) -> None:
     staged, events, _ = trained
     ends = [e for e in events if e.step == e.steps]

@@ -428,6 +428,8 @@ class TrainProgress(_message.Message):
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
+    EPOCH_SECONDS_LEFT_FIELD_NUMBER: _builtins.int
+    RUN_SECONDS_LEFT_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Epoch just finished, from 1."""
     epochs: _builtins.int
@@ -446,6 +448,15 @@ class TrainProgress(_message.Message):
     """
     steps: _builtins.int
     """Gradient steps in one epoch."""
+    epoch_seconds_left: _builtins.float
+    """Estimated seconds left in this epoch, from its pace so far (0 at an
+    epoch's end).
+    """
+    run_seconds_left: _builtins.float
+    """Estimated seconds left if the run goes on to its epoch limit: the rest of
+    this epoch plus the epochs to come at the mean epoch time so far
+    (validation included). Early stopping may end the run sooner.
+    """
     def __init__(
         self,
         *,
@@ -456,10 +467,12 @@ class TrainProgress(_message.Message):
         elapsed_seconds: _builtins.float = ...,
         step: _builtins.int = ...,
         steps: _builtins.int = ...,
+        epoch_seconds_left: _builtins.float = ...,
+        run_seconds_left: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_seconds", b"elapsed_seconds", "epoch", b"epoch", "epochs", b"epochs", "loss", b"loss", "step", b"step", "steps", b"steps", "val_loss", b"val_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_seconds", b"elapsed_seconds", "epoch", b"epoch", "epoch_seconds_left", b"epoch_seconds_left", "epochs", b"epochs", "loss", b"loss", "run_seconds_left", b"run_seconds_left", "step", b"step", "steps", b"steps", "val_loss", b"val_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import movie_embeddings as me
 
@@ -131,7 +131,13 @@ TRAINING_OPTIONS = [
 
 def progress_line(p: me.TrainProgress) -> str:
     val = "" if p.val_loss is None else f" val_loss {p.val_loss:.4f}"
-    return f"epoch {p.epoch}/{p.epochs} loss {p.loss:.4f}{val} {p.elapsed_seconds:.1f}s"
+    left = f", at most ~{p.run_seconds_left:.0f}s left" if p.epoch < p.epochs else ""
+    return f"epoch {p.epoch}/{p.epochs} loss {p.loss:.4f}{val} {p.elapsed_seconds:.1f}s{left}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
 def _epoch_ended(p: me.TrainProgress) -> bool:
@@ -151,12 +157,12 @@ def progress_display() -> Iterator[Callable[[me.TrainProgress], None]]:
         BarColumn(),
         TextColumn("{task.fields[count]}"),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[left]}"),
         TextColumn("{task.fields[loss]}"),
     )
     with Progress(*columns, console=console) as bars:
-        epochs = bars.add_task("epoch", total=None, count="", loss="")
-        steps = bars.add_task("step", total=None, count="", loss="", visible=False)
+        epochs = bars.add_task("epoch", total=None, count="", loss="", left="")
+        steps = bars.add_task("step", total=None, count="", loss="", left="", visible=False)
 
         current = [0]
 
@@ -167,9 +173,13 @@ def progress_display() -> Iterator[Callable[[me.TrainProgress], None]]:
             done = p.epoch - 1 + (p.step / p.steps if p.steps else 1)
             loss = f"loss {p.loss:.4f}" + ("" if p.val_loss is None else f" val {p.val_loss:.4f}")
             count = f"{p.epoch}/{p.epochs}"
-            bars.update(epochs, total=p.epochs, completed=done, count=count, loss=loss)
-            count = f"{p.step:,}/{p.steps:,}"
-            bars.update(steps, total=p.steps, completed=p.step, count=count, visible=p.steps > 0)
+            # The server's estimates: the run's to its epoch limit, this epoch's.
+            left = f"≤ {_clock(p.run_seconds_left)} left"
+            bars.update(epochs, total=p.epochs, completed=done, count=count, loss=loss, left=left)
+            count, left = f"{p.step:,}/{p.steps:,}", f"{_clock(p.epoch_seconds_left)} left"
+            bars.update(
+                steps, total=p.steps, completed=p.step, count=count, left=left, visible=p.steps > 0
+            )
             if _epoch_ended(p):
                 bars.console.print(progress_line(p), markup=False, soft_wrap=True)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import TrainSpec, train_rows
 from ..errors import Cancelled
-from ..jobs import Epoch
+from ..jobs import Epoch, seconds_left
 from . import ranking
 from .rows import age_stats
 from .synthetic import Dataset
@@ -166,13 +166,14 @@ def _fit(
         def __init__(self) -> None:
             super().__init__()
             self.epoch = 0
-            self.reported = start
+            self.reported = self.epoch_started = start
 
         def on_train_begin(self, logs: Any = None) -> None:
             signal.attach(self.model)  # after fit has reset model.stop_training
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.epoch = epoch + 1
+            self.epoch_started = time.perf_counter()
 
         def on_test_begin(self, logs: Any = None) -> None:
             signal.attach(self.model)  # after evaluate has reset model.stop_evaluating
@@ -187,6 +188,14 @@ def _fit(
 
         def _report(self, logs: dict[str, Any], step: int) -> Epoch:
             self.reported = time.perf_counter()
+            epoch_left, run_left = seconds_left(
+                self.epoch,
+                spec.epochs,
+                step,
+                steps,
+                self.reported - self.epoch_started,
+                self.reported - start,
+            )
             event = Epoch(
                 epoch=self.epoch,
                 epochs=spec.epochs,
@@ -195,6 +204,8 @@ def _fit(
                 elapsed_seconds=self.reported - start,
                 step=step,
                 steps=steps,
+                epoch_seconds_left=epoch_left,
+                run_seconds_left=run_left,
             )
             on_epoch(event)
             return event
