@@ -1062,7 +1062,9 @@ Global___Neighbor: _TypeAlias = Neighbor  # noqa: Y015
 
 @_typing.final
 class Watcher(_message.Message):
-    """A watcher to run the model on. Give exactly one of ratings or liked_movie_ids."""
+    """A watcher to run the model on: its ratings, the movies it liked, or its id in
+    the model's dataset (watcher_id). Give at most one of the three.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1070,6 +1072,7 @@ class Watcher(_message.Message):
     LIKED_MOVIE_IDS_FIELD_NUMBER: _builtins.int
     AGE_YEARS_FIELD_NUMBER: _builtins.int
     EDUCATION_FIELD_NUMBER: _builtins.int
+    WATCHER_ID_FIELD_NUMBER: _builtins.int
     age_years: _builtins.float
     """Age in years (raw, not standardised). Bound: 0..150. Ignored by a model
     trained without ages (ModelInfo.has_age false).
@@ -1077,6 +1080,17 @@ class Watcher(_message.Message):
     education: _builtins.int
     """Education level, as in the notebook (0..5 in its data). Bound: >= 0.
     Ignored by a model trained without it (ModelInfo.has_education false).
+    """
+    watcher_id: _builtins.int
+    """A watcher of the model's dataset, by its id there (RatingChunk.watcher_ids),
+    instead of the fields above: its likes are that dataset version's (ratings
+    >= the model's like_threshold, of the movies in its catalogue; held-out
+    watchers included), its age and education the dataset's (an absent one as
+    training took it: the mean age, education 0). Unset = described by the
+    fields above. Set alone (with ratings, liked_movie_ids, age_years or
+    education: INVALID_ARGUMENT); a model trained on synthetic data has no
+    watcher ids (INVALID_ARGUMENT); an id the model did not keep (not in its
+    dataset, or with fewer than min_likes_per_watcher likes) is NOT_FOUND.
     """
     @_builtins.property
     def ratings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -1098,12 +1112,15 @@ class Watcher(_message.Message):
         liked_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
         age_years: _builtins.float = ...,
         education: _builtins.int = ...,
+        watcher_id: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_watcher_id", b"_watcher_id", "watcher_id", b"watcher_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "education", b"education", "liked_movie_ids", b"liked_movie_ids", "ratings", b"ratings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_watcher_id", b"_watcher_id", "age_years", b"age_years", "education", b"education", "liked_movie_ids", b"liked_movie_ids", "ratings", b"ratings", "watcher_id", b"watcher_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__watcher_id: _TypeAlias = _typing.Literal["watcher_id"]  # noqa: Y015
+    _WhichOneofArgType__watcher_id: _TypeAlias = _typing.Literal["_watcher_id", b"_watcher_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__watcher_id) -> _WhichOneofReturnType__watcher_id | None: ...
 
 Global___Watcher: _TypeAlias = Watcher  # noqa: Y015
 
