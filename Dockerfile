@@ -19,7 +19,10 @@ COPY client/ client/
 COPY server/ server/
 # `./[server]` is `.[server]`: this project with the server extra (TensorFlow, health,
 # reflection, metrics). The `./` lets hadolint see a local path, not an unpinned package.
-RUN pip install --no-cache-dir './[server]'
+# A GPU node's image adds TensorFlow's CUDA build:
+#   docker build --build-arg EXTRAS=server,gpu -t movie-embeddings:0.1.0-gpu .
+ARG EXTRAS=server
+RUN pip install --no-cache-dir "./[${EXTRAS}]"
 
 
 FROM python:3.11.11-slim-bookworm

@@ -174,7 +174,13 @@ def test_healthcheck_calls_the_health_command_on_the_served_port() -> None:
 
 def test_pip_installs_the_server_extra_that_pyproject_defines() -> None:
     builder = stages()[0]
-    installs = [shlex.split(r) for r in builder.args("RUN") if "pip install" in r]
+    # ${NAME} as the ARG's default gives it (--build-arg may choose other extras).
+    defaults = dict(a.split("=", 1) for a in builder.args("ARG"))
+    installs = [
+        shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], r))
+        for r in builder.args("RUN")
+        if "pip install" in r
+    ]
     extras: set[str] = set()
     for words in installs:
         for word in words:
@@ -187,6 +193,8 @@ def test_pip_installs_the_server_extra_that_pyproject_defines() -> None:
     defined = pyproject["project"]["optional-dependencies"]
     assert extras <= set(defined)
     assert any(dep.startswith("tensorflow") for dep in defined["server"])
+    # The GPU image's extras (EXTRAS=server,gpu): TensorFlow's CUDA build.
+    assert any(dep.startswith("tensorflow[and-cuda]") for dep in defined["gpu"])
     # The image runs the CLI's console script.
     assert pyproject["project"]["scripts"]["movie-embeddings"].startswith("movie_embeddings_server")
 

@@ -20,11 +20,12 @@ MANIFESTS = ROOT / "deploy" / "kubernetes"
 
 @pytest.fixture(scope="module")
 def objects() -> dict[str, dict[str, Any]]:
+    """Each manifest by kind; the GPU variant of the training Job as "GpuJob"."""
     found = {}
     for path in sorted(MANIFESTS.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            found[doc["kind"]] = doc
-    assert set(found) == {"Deployment", "Service", "PersistentVolumeClaim", "Job"}
+            found["GpuJob" if path.name == "train-job-gpu.yaml" else doc["kind"]] = doc
+    assert set(found) == {"Deployment", "Service", "PersistentVolumeClaim", "Job", "GpuJob"}
     return found
 
 
@@ -138,3 +139,18 @@ def test_the_job_trains_into_the_store_the_replicas_serve(objects, pod, serve_ar
     # The Service must never send queries to the training pod.
     selector = objects["Service"]["spec"]["selector"]
     assert not selector.items() <= job["metadata"]["labels"].items()
+
+
+def test_the_gpu_job_is_the_cpu_job_on_a_gpu_node(objects: dict[str, dict[str, Any]]) -> None:
+    cpu, gpu = objects["Job"], objects["GpuJob"]
+    (on_cpu,) = cpu["spec"]["template"]["spec"]["containers"]
+    (on_gpu,) = gpu["spec"]["template"]["spec"]["containers"]
+    assert on_gpu["args"] == on_cpu["args"]  # one code path
+    assert on_gpu["volumeMounts"] == on_cpu["volumeMounts"]
+    assert on_gpu["image"] == on_cpu["image"] + "-gpu"
+    assert on_gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in on_cpu["resources"]["limits"]
+    tolerated = gpu["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerated
+    assert gpu["metadata"]["name"] != cpu["metadata"]["name"]
+    assert gpu["spec"]["template"]["metadata"] == cpu["spec"]["template"]["metadata"]
