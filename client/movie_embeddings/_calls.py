@@ -21,6 +21,7 @@ from .types import (
     ModelInfo,
     Movie,
     Neighbor,
+    Recommendation,
     Reconstruction,
     ReconstructionBatch,
     Watcher,
@@ -217,6 +218,12 @@ def reconstruct(
 ) -> Call[Reconstruction]:
     many = reconstruct_many([watcher], top_k, model, probabilities)
     return Call(many.method, many.request, lambda r: many.read(r)[0])
+
+
+def recommend(watcher_id: int, top_k: int, model: convert.ModelArg) -> Call[list[Recommendation]]:
+    """The top_k recommendations alone for a watcher of the model's dataset, by its id."""
+    many = reconstruct_many([Watcher(0.0, 0, watcher_id=watcher_id)], top_k, model, False)
+    return Call(many.method, many.request, lambda r: list(many.read(r)[0].recommendations))
 
 
 def reconstruct_batch(

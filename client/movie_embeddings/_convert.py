@@ -372,6 +372,8 @@ def watcher(w: Watcher) -> pb.Watcher:
     )
     if w.ratings is not None:
         message.ratings[:] = vector(np.asarray(w.ratings)).tolist()
+    if w.watcher_id is not None:
+        message.watcher_id = w.watcher_id
     return message
 
 

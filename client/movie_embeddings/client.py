@@ -22,6 +22,7 @@ from .types import (
     Movie,
     MovieVectors,
     Neighbor,
+    Recommendation,
     Reconstruction,
     ReconstructionBatch,
     TrainProgress,
@@ -241,6 +242,20 @@ class Client(_Connection):
             model = _taking(info, age_years, education)
         watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
         return self._run(calls.reconstruct(watcher, top_k, model, probabilities), timeout)
+
+    def recommend(
+        self,
+        watcher_id: int,
+        *,
+        top_k: int = 10,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> list[Recommendation]:
+        """The `top_k` best movies for a watcher of the model's dataset, named by its id there
+        (its likes and features are the dataset's; the movies it liked never come back).
+        NotFound for a watcher the model did not keep; InvalidArgument on a model trained on
+        synthetic data."""
+        return self._run(calls.recommend(watcher_id, top_k, model), timeout)
 
     def reconstruct_many(
         self,
@@ -484,6 +499,17 @@ class AsyncClient(_Connection):
             model = _taking(info, age_years, education)
         watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
         return await self._run(calls.reconstruct(watcher, top_k, model, probabilities), timeout)
+
+    async def recommend(
+        self,
+        watcher_id: int,
+        *,
+        top_k: int = 10,
+        model: convert.ModelArg = None,
+        timeout: Any = _UNSET,
+    ) -> list[Recommendation]:
+        """As Client.recommend."""
+        return await self._run(calls.recommend(watcher_id, top_k, model), timeout)
 
     async def reconstruct_many(
         self,

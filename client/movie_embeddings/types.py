@@ -146,12 +146,15 @@ class ReconstructionBatch:
 
 @dataclass(frozen=True, eq=False)
 class Watcher:
-    """A watcher to reconstruct: ratings (one per movie, in [0, 1]) or the ids it liked."""
+    """A watcher to reconstruct: ratings (one per movie, in [0, 1]) or the ids it liked; or,
+    alone, `watcher_id`: a watcher of the model's dataset, its likes and features the
+    dataset's (age_years and education then 0)."""
 
     age_years: float
     education: int
     liked_movie_ids: Sequence[int] = ()
     ratings: np.ndarray | Sequence[float] | None = field(default=None)
+    watcher_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ OPTIONS = {
         "--max-embedding-dim",
         "--max-hidden-units",
         "--max-dataset-ratings",
+        "--max-concurrent-imports",
         "--grace-seconds",
         "--batch-wait-us",
         "--max-batch-rows",
@@ -114,6 +115,7 @@ OPTIONS = {
     "vector": [*WITH_MODEL, "--all", "--round", "MOVIE_ID"],
     "nearest": [*WITH_MODEL, "--k", "--metric", "--exclude", "--title", "MOVIE_ID"],
     "search": [*WITH_MODEL, "--limit", "TEXT"],
+    "recommend": [*WITH_MODEL, "--top-k", "WATCHER_ID"],
     "reconstruct": [
         *WITH_MODEL,
         "--liked",

@@ -312,3 +312,24 @@ def test_datasets_delete_leaves_the_models_working(
     assert call(server, "datasets", "delete", "cligone").stdout == "deleted cligone v2\n"
     assert call(server, "datasets", "cligone").stdout == "no datasets\n"
     assert len(call_json(server, "nearest", "1", "--k", "2", "--model", "cligone")) == 2
+
+
+def test_recommend_a_watcher_of_the_dataset_by_its_id(
+    server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
+) -> None:
+    expected = client.recommend(2, top_k=4, model="clids")
+    liked = {m for w, m, r in _ratings() if w == 2 and r >= 4}
+    assert len(expected) == 4 and not liked & {r.movie_id for r in expected}
+    lines = call(server, "recommend", "2", "--top-k", "4", "--model", "clids").stdout.splitlines()
+    assert lines[0].split() == ["movie_id", "probability"]
+    assert [int(line.split()[0]) for line in lines[1:]] == [r.movie_id for r in expected]
+    assert all(line.endswith(f"  {r.title}") for line, r in zip(lines[1:], expected, strict=True))
+    got = call_json(server, "recommend", "2", "--top-k", "4", "--model", "clids")
+    assert got == [
+        {"movie_id": r.movie_id, "probability": r.probability, "title": r.title} for r in expected
+    ]
+    missing = run_cli("recommend", "999", "--model", "clids", "--target", server.target)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(
+        "error: NOT_FOUND: watchers[0].watcher_id: watcher 999 is not one of the "
+    )

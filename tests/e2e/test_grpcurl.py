@@ -209,6 +209,17 @@ GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
+        "recommendations for a watcher of the dataset, by its id",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "tinymodel"}, "watchers": [{"watcherId": "2"}], "topK": 2,'
+            ' "recommendationsOnly": true}',
+            TARGET,
+            f"{SERVICE}/Reconstruct",
+        ],
+    ),
+    (
         "delete a dataset",
         [
             "-plaintext",
@@ -516,6 +527,15 @@ def test_a_dataset_imported_trained_and_queried_by_its_own_ids(
     ]
     assert 10 not in [movie_id(r) for r in recon["recommendations"]]
     assert "probabilities" not in recon  # the top 2 alone
+
+    # Watcher 2 liked 10 and 20 (5 stars): the other two are all there is to recommend.
+    (by_id,) = one(server, "recommendations for a watcher of the dataset, by its id")[
+        "reconstructions"
+    ]
+    expected_w = client.recommend(2, top_k=2, model="tinymodel")
+    got_w = [(movie_id(r), r["title"], r["probability"]) for r in by_id["recommendations"]]
+    assert got_w == [(r.movie_id, r.title, pytest.approx(r.probability)) for r in expected_w]
+    assert {movie_id(r) for r in by_id["recommendations"]} == {30, 40}
 
     (deleted,) = one(server, "delete a dataset")["datasets"]
     assert deleted["ref"] == imported["ref"]

@@ -1,4 +1,4 @@
-"""The queries of a model: `vector`, `nearest`, `reconstruct` and `search`."""
+"""The queries of a model: `vector`, `nearest`, `reconstruct`, `recommend` and `search`."""
 
 from __future__ import annotations
 
@@ -198,9 +198,21 @@ def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
     elif len(every):  # a real catalogue's thousands of values: --json has them all
         print(f"probabilities of {len(every)} movies: see --json")
     if result.recommendations:
-        print(f"{'movie_id':>8}  probability")
-        for r in result.recommendations:
-            print(f"{r.movie_id:>8}  {r.probability:.4f}  {r.title}".rstrip())
+        _print_recommendations(result.recommendations)
+
+
+def _print_recommendations(recommendations: Sequence[me.Recommendation]) -> None:
+    print(f"{'movie_id':>8}  probability")
+    for r in recommendations:
+        print(f"{r.movie_id:>8}  {r.probability:.4f}  {r.title}".rstrip())
+
+
+def cmd_recommend(client: me.Client, args: argparse.Namespace) -> None:
+    recommendations = client.recommend(args.watcher_id, top_k=args.top_k, model=model_ref(args))
+    if args.json:
+        print_json(recommendations)
+        return
+    _print_recommendations(recommendations)
 
 
 def cmd_search(client: me.Client, args: argparse.Namespace) -> None:
@@ -313,10 +325,33 @@ def _reconstruct_command(sub: Any) -> None:
     )
 
 
+def _recommend_command(sub: Any) -> None:
+    rec = client_command(
+        sub,
+        "recommend",
+        cmd_recommend,
+        model=True,
+        help="recommend movies to a watcher of the model's dataset",
+        description="Print the --top-k most probable movies for a watcher of the dataset the "
+        "model was trained on, named by its id there: its likes (held-out watchers' too) and "
+        "features are the dataset's, and the movies it liked are never recommended.",
+    )
+    rec.add_argument(
+        "watcher_id", metavar="WATCHER_ID", type=int, help="the watcher's id in the dataset"
+    )
+    rec.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=10,
+        help="recommendations to print (default: %(default)s)",
+    )
+
+
 def add_commands(sub: Any) -> None:
     _vector_command(sub)
     _nearest_command(sub)
     _reconstruct_command(sub)
+    _recommend_command(sub)
     search = client_command(
         sub,
         "search",

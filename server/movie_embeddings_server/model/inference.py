@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgument
-from . import search
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from . import known_watchers, search
 from .catalogue import Catalogue
 from .watchers import WatcherInput, Watchers, check_ratings
 
@@ -78,6 +80,11 @@ class ServedModel(WatcherInput):
         # Whatever the serving layer keeps for repeated queries, keyed as it likes; it goes
         # with the version.
         self.memo: dict[Any, Any] = {}
+        # Where the version is stored (set by the store that read it): its known watchers'
+        # file, mapped on the first query that names a watcher by its id.
+        self.directory: Path | None = None
+        self._known: known_watchers.KnownWatchers | None = None
+        self._known_lock = threading.Lock()
 
     def remember(self, key: Any, answer: Any) -> Any:
         """Keep `answer` in the memo (bounded: it starts over when full) and return it."""
@@ -162,3 +169,45 @@ class ServedModel(WatcherInput):
         them): one pass over the output layer, whatever their number; `product(left, right)`
         multiplies (the serving side may split it over cores)."""
         return _sigmoid_of_negated(product(hidden, self.negated_output))
+
+    def known_watcher(self, i: int, watcher_id: int) -> tuple[list[int], float, int]:
+        """Watcher i of a request named by its dataset id: the ids of the movies it liked (as
+        the model's dataset version has them, held-out watchers included), and the age and
+        education to run it with, an absent one as training took it (the mean age,
+        education 0)."""
+        field = f"watchers[{i}].watcher_id"
+        source = self.meta.get("dataset")
+        if not source:
+            raise InvalidArgument(
+                field,
+                f"model {self.name} v{self.version} was trained on synthetic data, whose "
+                "watchers have no ids: give liked_movie_ids or ratings",
+            )
+        known = self._known_watchers()
+        found = known.find(watcher_id)
+        if found is None:
+            dataset = source["dataset"]
+            raise NotFound(
+                f"{field}: watcher {watcher_id} is not one of the {len(known):,} watchers model "
+                f"{self.name} v{self.version} kept from dataset {dataset['name']} "
+                f"v{dataset['version']} (those with at least "
+                f"{source['min_likes_per_watcher']} likes)"
+            )
+        liked = self.catalogue.ids(found.liked_rows).tolist()
+        age = found.age_years if np.isfinite(found.age_years) else self.age_mean
+        education = int(found.education) if np.isfinite(found.education) else 0
+        return liked, age if self.has_age else 0.0, education
+
+    def _known_watchers(self) -> known_watchers.KnownWatchers:
+        """The version's watchers file, mapped once (a few pages read per lookup)."""
+        with self._known_lock:
+            if self._known is None:
+                path = self.directory / known_watchers.FILE if self.directory else None
+                if path is None or not path.exists():
+                    raise FailedPrecondition(
+                        f"model {self.name} v{self.version} has no watchers stored (it was "
+                        "trained before versions kept them): train it again to name watchers "
+                        "by id"
+                    )
+                self._known = known_watchers.KnownWatchers(path)
+            return self._known

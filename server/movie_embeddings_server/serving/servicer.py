@@ -5,6 +5,7 @@ in model_rpcs.py, the datasets' in dataset_rpcs.py."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import grpc
 import numpy as np
@@ -71,6 +72,20 @@ def _add_reconstruction(
         add(movie_id=m, probability=p, title=catalogue.title(r))
 
 
+def _hidden(served: ServedModel, i: int, w: pb.Watcher) -> tuple[np.ndarray, list[int]]:
+    """Watcher i's hidden layer and liked rows: as the request describes it, or as the
+    model's dataset has the watcher its id names."""
+    if not w.HasField("watcher_id"):
+        return served.hidden_one(i, w.ratings, w.liked_movie_ids, w.age_years, w.education)
+    if w.ratings or w.liked_movie_ids or w.age_years or w.education:
+        raise errors.InvalidArgument(
+            f"watchers[{i}]",
+            "set watcher_id alone: the watcher's likes, age and education are its dataset's",
+        )
+    liked, age_years, education = served.known_watcher(i, w.watcher_id)
+    return served.hidden_one(i, (), liked, age_years, education)
+
+
 class MovieEmbeddingServicer(
     ModelRpcs, MovieRpcs, DatasetRpcs, pb_grpc.MovieEmbeddingServiceServicer
 ):
@@ -87,6 +102,7 @@ class MovieEmbeddingServicer(
         *,
         datasets: DatasetStore,
         max_dataset_ratings: int,
+        max_concurrent_imports: int = 1,
         gatherer: Gatherer | None = None,
     ) -> None:
         self.store = store
@@ -95,6 +111,8 @@ class MovieEmbeddingServicer(
         self.product = SplitProduct()
         self.datasets = datasets
         self.max_dataset_ratings = max_dataset_ratings
+        self.max_concurrent_imports = max_concurrent_imports
+        self.imports = threading.BoundedSemaphore(max_concurrent_imports)
         self.trainer = trainer
         self.limits = limits
         self.access_log = access_log
@@ -167,10 +185,7 @@ class MovieEmbeddingServicer(
         ws = request.watchers
         if not ws:
             raise errors.InvalidArgument("watchers", "must hold at least one watcher")
-        found = [
-            served.hidden_one(i, w.ratings, w.liked_movie_ids, w.age_years, w.education)
-            for i, w in enumerate(ws)
-        ]
+        found = [_hidden(served, i, w) for i, w in enumerate(ws)]
         check_top_k(request.top_k)
         hidden = np.stack([h for h, _ in found])
         matrix = self.gatherer.run(

@@ -96,7 +96,9 @@ class LoadedVersions:
         with open(path / WEIGHTS, "rb") as f, np.load(f) as npz:
             weights = {k: npz[k] for k in WEIGHT_NAMES}
         catalogue = Catalogue.load(path, len(weights["embedding"]))
-        return ServedModel(name, version, weights, meta, catalogue)
+        served = ServedModel(name, version, weights, meta, catalogue)
+        served.directory = path
+        return served
 
     def _register(self, served: ServedModel) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ from .. import errors
 from ..config import DatasetTrainingSpec, SyntheticSpec, TrainSpec, resolve_dataset_training
 from ..errors import Cancelled
 from ..jobs import Epoch, refusal
+from ..model import known_watchers
 from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel
 from ..store.datasets import DatasetStore
@@ -149,6 +150,21 @@ def run_dataset(
                 "age_years": prepared.heldout_watchers.age_years,
                 "education": prepared.heldout_watchers.education,
             },
+        )
+        # Every kept watcher's likes, by dataset id: Reconstruct's watchers named by id.
+        write_npz(
+            staged / known_watchers.FILE,
+            known_watchers.arrays(
+                [
+                    known_watchers.Group(
+                        w.ids, likes.indptr, likes.columns, w.age_years, w.education
+                    )
+                    for likes, w in (
+                        (prepared.train, prepared.train_watchers),
+                        (prepared.heldout, prepared.heldout_watchers),
+                    )
+                ]
+            ),
         )
         fsync_dir(staged)
     except BaseException:
