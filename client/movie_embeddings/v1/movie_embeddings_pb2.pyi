@@ -958,6 +958,7 @@ class NearestMoviesRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     METRIC_FIELD_NUMBER: _builtins.int
     EXCLUDE_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """A movie of the catalogue; it is never its own neighbour.
     Bound: >= 0 (INVALID_ARGUMENT) and in the catalogue (NOT_FOUND).
@@ -980,6 +981,14 @@ class NearestMoviesRequest(_message.Message):
     def exclude_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Movies never returned. Each: >= 0 and in the catalogue."""
 
+    @_builtins.property
+    def filter(self) -> Global___MovieFilter:
+        """Which movies may be returned (applied before the k nearest are taken: k
+        results whenever k candidates pass). Unset = the default filter: any movie
+        for a model trained on synthetic data; for a dataset's, MovieFilter.min_likes'
+        default.
+        """
+
     def __init__(
         self,
         *,
@@ -989,16 +998,65 @@ class NearestMoviesRequest(_message.Message):
         k: _builtins.int = ...,
         metric: Global___Metric.ValueType = ...,
         exclude_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        filter: Global___MovieFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "movie_id", b"movie_id", "query", b"query", "vector", b"vector"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "model", b"model", "movie_id", b"movie_id", "query", b"query", "vector", b"vector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_movie_ids", b"exclude_movie_ids", "k", b"k", "metric", b"metric", "model", b"model", "movie_id", b"movie_id", "query", b"query", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_movie_ids", b"exclude_movie_ids", "filter", b"filter", "k", b"k", "metric", b"metric", "model", b"model", "movie_id", b"movie_id", "query", b"query", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["movie_id", "vector"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
 Global___NearestMoviesRequest: _TypeAlias = NearestMoviesRequest  # noqa: Y015
+
+@_typing.final
+class MovieFilter(_message.Message):
+    """Which movies an answer may hold; every condition set must hold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_LIKES_FIELD_NUMBER: _builtins.int
+    GENRES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_GENRES_FIELD_NUMBER: _builtins.int
+    min_likes: _builtins.int
+    """Only movies with at least this many likes among the model's training
+    watchers (Movie.num_likes). Unset = the answer's default: for
+    NearestMovies on a model trained on a dataset, 10, or a tenth of its most
+    liked movie's likes (rounded up) when that is less (rarely liked movies'
+    vectors are mostly noise, docs/quality.md); otherwise 0. 0 = no minimum.
+    Bound: >= 0; > 0 needs a model trained on a dataset (synthetic data counts
+    no likes: INVALID_ARGUMENT).
+    """
+    @_builtins.property
+    def genres(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only movies with at least one of these genres (Movie.genres, any case).
+        Empty = any genre. Each must be a genre of the model's catalogue (else
+        INVALID_ARGUMENT listing them).
+        """
+
+    @_builtins.property
+    def exclude_genres(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Movies with any of these genres are left out (any case). Empty = none. Each
+        must be a genre of the model's catalogue.
+        """
+
+    def __init__(
+        self,
+        *,
+        min_likes: _builtins.int | None = ...,
+        genres: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_genres: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_likes", b"_min_likes", "min_likes", b"min_likes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_likes", b"_min_likes", "exclude_genres", b"exclude_genres", "genres", b"genres", "min_likes", b"min_likes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__min_likes: _TypeAlias = _typing.Literal["min_likes"]  # noqa: Y015
+    _WhichOneofArgType__min_likes: _TypeAlias = _typing.Literal["_min_likes", b"_min_likes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_likes) -> _WhichOneofReturnType__min_likes | None: ...
+
+Global___MovieFilter: _TypeAlias = MovieFilter  # noqa: Y015
 
 @_typing.final
 class NearestMoviesResponse(_message.Message):
@@ -1206,6 +1264,8 @@ class ReconstructRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
     RECOMMENDATIONS_ONLY_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    BECAUSE_FIELD_NUMBER: _builtins.int
     top_k: _builtins.int
     """Number of recommendations per watcher: the most probable movies the watcher
     has not liked (rating < 0.5). 0 = none. Bound: >= 0.
@@ -1215,6 +1275,10 @@ class ReconstructRequest(_message.Message):
     probability (Reconstruction.probabilities and ReconstructionBatch's stay
     empty): under 2 kB for top 10 at any catalogue size. Needs top_k > 0.
     Default false: every probability, as before.
+    """
+    because: _builtins.bool
+    """True: each recommendation names the movies the watcher liked that led to it
+    (Recommendation.because_movie_ids). Default false: none. Not with `batch`.
     """
     @_builtins.property
     def model(self) -> Global___ModelRef:
@@ -1230,6 +1294,13 @@ class ReconstructRequest(_message.Message):
         the answer then comes in ReconstructResponse.batch.
         """
 
+    @_builtins.property
+    def filter(self) -> Global___MovieFilter:
+        """Which movies may be recommended (applied before the top_k are taken: top_k
+        recommendations whenever that many pass); probabilities are unaffected.
+        Unset = any movie. Applies to `batch` too.
+        """
+
     def __init__(
         self,
         *,
@@ -1238,10 +1309,12 @@ class ReconstructRequest(_message.Message):
         top_k: _builtins.int = ...,
         batch: Global___WatcherBatch | None = ...,
         recommendations_only: _builtins.bool = ...,
+        filter: Global___MovieFilter | None = ...,
+        because: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "model", b"model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "filter", b"filter", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "model", b"model", "recommendations_only", b"recommendations_only", "top_k", b"top_k", "watchers", b"watchers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "because", b"because", "filter", b"filter", "model", b"model", "recommendations_only", b"recommendations_only", "top_k", b"top_k", "watchers", b"watchers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1322,22 +1395,37 @@ class Recommendation(_message.Message):
     MOVIE_ID_FIELD_NUMBER: _builtins.int
     PROBABILITY_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
+    BECAUSE_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    BECAUSE_TITLES_FIELD_NUMBER: _builtins.int
     movie_id: _builtins.int
     """Movie id."""
     probability: _builtins.float
     """Probability that the watcher likes it, in [0, 1]."""
     title: _builtins.str
     """The movie's title ("" when its catalogue has none)."""
+    @_builtins.property
+    def because_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """With ReconstructRequest.because: the (up to) 3 movies the watcher liked
+        whose vectors are nearest to this movie's by cosine, nearest first (ties by
+        catalogue order). Empty otherwise, or when the watcher liked nothing.
+        """
+
+    @_builtins.property
+    def because_titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Their titles, in the same order ("" when the catalogue has none)."""
+
     def __init__(
         self,
         *,
         movie_id: _builtins.int = ...,
         probability: _builtins.float = ...,
         title: _builtins.str = ...,
+        because_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        because_titles: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "probability", b"probability", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["because_movie_ids", b"because_movie_ids", "because_titles", b"because_titles", "movie_id", b"movie_id", "probability", b"probability", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
