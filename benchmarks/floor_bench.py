@@ -18,14 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from threadpoolctl import threadpool_limits
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
@@ -48,7 +51,6 @@ from serve_bench import (  # isort: skip
 )
 
 CALLERS = 8
-WORKERS = 16  # server threads: more than the callers, so that every call can wait to gather
 
 
 def floor_seconds(compute: Callable[[], object], n: int) -> float:
@@ -83,6 +85,23 @@ def requests(served: ServedModel, seed: int) -> dict[str, list[object]]:
     return {"Reconstruct top 10 (20 liked ids)": reconstructs, "NearestMovies by vector": nearest}
 
 
+PASSES = {"Reconstruct": "reconstruct", "NearestMovies": "nearest"}
+
+
+def gathered(url: str, what: str) -> tuple[float, float]:
+    """(passes, rows) the server's gathered passes of `what` have counted so far."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("pass") == what
+    }
+    prefix = "movie_embeddings_gathered_rows"
+    return found.get(f"{prefix}_count", 0.0), found.get(f"{prefix}_sum", 0.0)
+
+
 def rotating(target: str, method: str, queries: list[object]) -> Callable[[], object]:
     """A caller on its own channel sending `queries` in turn (answers left unparsed)."""
     send = grpc.insecure_channel(target).unary_unary(
@@ -112,7 +131,14 @@ def floors(served: ServedModel, n: int) -> dict[str, float]:
 def bench_wait(
     table: Table, data: Path, log: Path, served: ServedModel, wait_us: int, n: int, seconds: float
 ) -> None:
-    server = start_server(data, log, "--batch-wait-us", str(wait_us), "--max-workers", str(WORKERS))
+    server = start_server(
+        data,
+        log,
+        *("--batch-wait-us", str(wait_us), "--metrics-port", "0"),
+    )
+    port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", server.log_text())
+    assert port, server.log_text()
+    metrics = f"http://127.0.0.1:{port.group(1)}/metrics"
     bare = start_bare(False)
     try:
         floor_of = floors(served, n)
@@ -131,12 +157,15 @@ def bench_wait(
                 "≤ 1.3x",
             )
             one = throughput(lambda m=method, q=queries: rotating(server.target, m, q), 1, seconds)
+            before = gathered(metrics, PASSES[method])
             many = throughput(
                 lambda m=method, q=queries: rotating(server.target, m, q), CALLERS, seconds
             )
+            passes, rows = np.subtract(gathered(metrics, PASSES[method]), before)
+            per_pass = f", {rows / passes:.1f} per pass" if passes else ""
             table.add(
                 f"{what}, {CALLERS} callers, wait {wait_us} µs",
-                f"{many:,.0f} answered/s (1 caller: {one:,.0f}/s)",
+                f"{many:,.0f} answered/s (1 caller: {one:,.0f}/s{per_pass})",
                 f"{many / one:.2f}x 1 caller",
                 "≥ 4x",
             )
@@ -163,7 +192,9 @@ def main() -> None:
         for repeat in range(args.repeats):
             for wait in [int(w) for w in args.waits_us.split(",")]:
                 print(f"run {repeat + 1}, wait {wait} µs", flush=True)
-                bench_wait(table, data, log, served, wait, n, seconds)
+                bench_wait(
+                    table, data, log.with_suffix(f".{repeat}.{wait}"), served, wait, n, seconds
+                )
     print(
         f"Memory-floor benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{os.cpu_count()} cores, {BIG_MOVIES:,} movies, embedding 200, hidden 600, "

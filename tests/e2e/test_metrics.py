@@ -36,6 +36,7 @@ def test_metrics_count_calls_trainings_and_versions(server: ServerProcess, tmp_p
             with pytest.raises(me.NotFound):
                 client.movie_vector(999)
             client.nearest_movies(1, k=3)
+            client.reconstruct([1, 2], age_years=30, education=1, top_k=3, probabilities=False)
             list(client.train("counted", num_watchers=100, epochs=1, seed=1))
             stream = client.train("left", num_watchers=20_000, epochs=50, seed=1)
             next(stream)
@@ -60,6 +61,10 @@ def test_metrics_count_calls_trainings_and_versions(server: ServerProcess, tmp_p
         assert got[(trainings, (("outcome", "finished"),))] == 1
         assert got[(trainings, (("outcome", "cancelled"),))] == 1
         assert (trainings, (("outcome", "failed"),)) not in got
+        # The Reconstruct alone: one pass of one row (the server gathers by default).
+        gathered = "movie_embeddings_gathered_rows"
+        assert got[(f"{gathered}_count", (("pass", "reconstruct"),))] == 1
+        assert got[(f"{gathered}_sum", (("pass", "reconstruct"),))] == 1
         newest = "movie_embeddings_model_newest_version"
         assert got[(newest, (("model", "counted"),))] == 1
         assert got[(newest, (("model", "default"),))] == default_version

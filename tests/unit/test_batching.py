@@ -186,3 +186,21 @@ def test_a_split_product_is_the_product(parts: int) -> None:
     np.testing.assert_allclose(product(left, right), left @ right, rtol=1e-5)
     # One row alone is the very product a lone call computes.
     np.testing.assert_array_equal(product(left[:1], right), left[:1] @ right)
+
+
+def test_each_pass_is_observed_with_its_rows() -> None:
+    seen: list[tuple[str, int]] = []
+    gatherer = Gatherer(WAIT, max_rows=32, observe=lambda what, rows: seen.append((what, rows)))
+    start = threading.Barrier(3)
+
+    def call(rows: int) -> np.ndarray:
+        start.wait(timeout=10)
+        return gatherer.run((object(), "reconstruct"), np.ones((rows, 1)), Passes(), CallEnd())
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(call, [1, 2, 3]))
+    # Three keys (a new object each): three passes, alone.
+    assert sorted(seen) == [("reconstruct", 1), ("reconstruct", 2), ("reconstruct", 3)]
+    seen.clear()
+    concurrently(gatherer, [np.ones((2, 1))] * 3, Passes())
+    assert seen == [("key", 6)]

@@ -70,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **{f.name: getattr(args, f.name) for f in dataclasses.fields(config.Limits)}
         ),
         max_dataset_ratings=args.max_dataset_ratings,
+        max_concurrent_imports=args.max_concurrent_imports,
         grace_seconds=args.grace_seconds,
         max_message_bytes=args.max_message_bytes,
         batch_wait_us=args.batch_wait_us,
@@ -139,7 +140,8 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="threads answering RPCs; each Train or health Watch stream holds one while it "
-        "lasts (default: one per core plus --max-concurrent-trains; more threads contend "
+        "lasts, and so does a query waiting to share a pass (default: one per core plus "
+        "--max-concurrent-trains, plus 8 unless --batch-wait-us is 0; more threads contend "
         "for Python's GIL and answer fewer calls per second)",
     )
     serve.add_argument(
@@ -162,6 +164,14 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_DATASET_RATINGS,
         help="cap on the ratings of one imported dataset version; more is refused "
         "(RESOURCE_EXHAUSTED) (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-concurrent-imports",
+        type=positive_int,
+        default=1,
+        help="imports (ImportDataset) allowed at once; more get RESOURCE_EXHAUSTED at once. "
+        "Each stages its ratings on disk under --data-dir (~60 bytes a rating at the most) "
+        "and takes ~10 bytes of memory a rating while it builds (default: %(default)s)",
     )
     serve.add_argument(
         "--batch-wait-us",

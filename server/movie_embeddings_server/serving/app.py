@@ -44,6 +44,9 @@ WRITE_METHODS = frozenset(
     f"/{SERVICE_NAME}/{name}"
     for name in ("Train", "ImportDataset", "DeleteDataset", "DeleteModel", "SetModelLabel")
 )
+# Handler threads beyond one per core: calls waiting to share a pass hold a thread each while
+# they wait (no CPU); 8 let 8 callers share one, as benchmarks/floor_bench.py measures.
+GATHERING_WORKERS = 8
 BOOTSTRAP_SEED = 42  # the default model a newcomer gets is the same on every machine
 
 
@@ -54,7 +57,9 @@ class ServerConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 50051
-    max_workers: int | None = None  # None: one per core, plus one per allowed training
+    # None: one per core, one per allowed training, and (when gathering) GATHERING_WORKERS
+    # more, so that concurrent queries can wait together for one pass.
+    max_workers: int | None = None
     max_concurrent_trains: int = 1
     limits: config.Limits = field(default_factory=config.Limits)
     grace_seconds: float = 5.0
@@ -73,6 +78,7 @@ class ServerConfig:
     poll_seconds: float = 2.0  # how often the store is read for versions other processes wrote
     server_id: str = ""  # sent as `server-id` trailing metadata; "" = HOSTNAME-PID
     max_dataset_ratings: int = 50_000_000  # rating rows one ImportDataset may send
+    max_concurrent_imports: int = 1  # ImportDataset calls at once; more: RESOURCE_EXHAUSTED
     keep_versions: int | None = None  # newest unlabelled versions kept per model; None = all
 
 
@@ -158,7 +164,11 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
     # here (benchmarks/serve_bench.py). Few threads: handlers hold the GIL, and 16 workers
     # contending for it gave ~0.7x a bare server's throughput with 8 callers, one per core
     # ~1.0-1.2x. A Train stream holds its worker while it waits, hence one more per training.
-    workers = cfg.max_workers or (os.cpu_count() or 1) + cfg.max_concurrent_trains
+    workers = cfg.max_workers or (
+        (os.cpu_count() or 1)
+        + cfg.max_concurrent_trains
+        + (GATHERING_WORKERS if cfg.batch_wait_us else 0)
+    )
     interceptors: list[grpc.ServerInterceptor] = []
     if cfg.auth_token:
         guarded = (lambda _: True) if cfg.auth_all else (lambda m: m in WRITE_METHODS)
@@ -184,7 +194,10 @@ def create_server(cfg: ServerConfig) -> tuple[grpc.Server, Running]:
             cfg.server_id or f"{socket.gethostname()}-{os.getpid()}",
             datasets=datasets,
             max_dataset_ratings=cfg.max_dataset_ratings,
-            gatherer=Gatherer(cfg.batch_wait_us / 1e6, cfg.max_batch_rows),
+            max_concurrent_imports=cfg.max_concurrent_imports,
+            gatherer=Gatherer(
+                cfg.batch_wait_us / 1e6, cfg.max_batch_rows, metrics.gathered if metrics else None
+            ),
         ),
         server,
     )

@@ -77,12 +77,18 @@ class Gatherer:
     """Gathers the rows of concurrent calls that share a key (a model version and what is
     computed on it) into one `compute` of them all; `wait` 0 turns gathering off."""
 
-    def __init__(self, wait: float, max_rows: int) -> None:
+    def __init__(
+        self, wait: float, max_rows: int, observe: Callable[[str, int], None] | None = None
+    ) -> None:
         self.wait = wait
         self.max_rows = max_rows
+        # observe(what, rows) after each pass: `what` is the key's last part ("reconstruct").
+        self.observe = observe
         self._lock = threading.Lock()
-        self._full = threading.Condition(self._lock)
+        # Notified when a batch fills or a pass ends.
+        self._changed = threading.Condition(self._lock)
         self._open: dict[Hashable, _Batch] = {}
+        self._passing: dict[Hashable, int] = {}  # passes under way, by key
 
     def run(
         self,
@@ -103,7 +109,7 @@ class Gatherer:
                 batch.calls.append(call)
                 batch.rows += len(rows)
                 if batch.rows >= self.max_rows:
-                    self._full.notify_all()
+                    self._changed.notify_all()
                 leads = False
             else:  # none open, or this call would overfill it: a new one, led by this call
                 batch = self._open[key] = _Batch(call)
@@ -123,15 +129,36 @@ class Gatherer:
     def _lead(
         self, key: Hashable, batch: _Batch, compute: Callable[[np.ndarray], np.ndarray]
     ) -> None:
-        """Gather for up to `wait` seconds, then compute every call's rows at once."""
+        """Gather for `wait` seconds, and on while the key's previous pass runs (the calls that
+        come meanwhile join this one: a pass already uses every core), then compute every
+        call's rows at once."""
         until = time.monotonic() + self.wait
         with self._lock:
-            while batch.rows < self.max_rows and (left := until - time.monotonic()) > 0:
-                self._full.wait(left)
+            while batch.rows < self.max_rows:
+                left = until - time.monotonic()
+                if left <= 0 and key not in self._passing:
+                    break
+                self._changed.wait(left if left > 0 else None)
             if self._open.get(key) is batch:
                 del self._open[key]
+            self._passing[key] = self._passing.get(key, 0) + 1
+        try:
+            self._pass(key, batch, compute)
+        finally:
+            with self._lock:
+                self._passing[key] -= 1
+                if not self._passing[key]:
+                    del self._passing[key]
+                self._changed.notify_all()
+
+    def _pass(
+        self, key: Hashable, batch: _Batch, compute: Callable[[np.ndarray], np.ndarray]
+    ) -> None:
         leader, *others = batch.calls
         calls = [leader, *[c for c in others if not c.gone]]
+        if self.observe is not None:
+            what = str(key[-1] if isinstance(key, tuple) else key)
+            self.observe(what, sum(len(c.rows) for c in calls))
         try:
             if len(calls) == 1:
                 leader.result = compute(leader.rows)

@@ -1,5 +1,6 @@
 """Prometheus metrics, served over HTTP with --metrics-port: calls by RPC and status code,
-their latency by RPC, trainings by outcome, and the versions the store serves."""
+their latency by RPC, trainings by outcome, the rows of each gathered pass, and the versions
+the store serves."""
 
 from __future__ import annotations
 
@@ -64,11 +65,22 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._gathered = Histogram(
+            "movie_embeddings_gathered_rows",
+            "Watchers (or query vectors) answered by one pass over a model's layer, by what the "
+            "pass computes: concurrent calls gathered (--batch-wait-us)",
+            ["pass"],
+            buckets=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128],
+            registry=self.registry,
+        )
         self.registry.register(_Served(store))
 
     def call(self, rpc: str, code: str, seconds: float) -> None:
         self._requests.labels(rpc, code).inc()
         self._latency.labels(rpc).observe(seconds)
+
+    def gathered(self, what: str, rows: int) -> None:
+        self._gathered.labels(what).observe(rows)
 
     def training(self, outcome: str) -> None:
         self._trainings.labels(outcome).inc()
