@@ -506,6 +506,43 @@ def test_a_label_written_by_another_process_blocks_a_delete_it_has_not_seen(
     assert _on_disk(tmp_path) == [1, 2]
 
 
+def test_a_label_set_on_a_version_another_process_stored_serves_it_at_once(
+    tmp_path: Path,
+) -> None:
+    # Replicas: one trains a version, the other moves a label to it before polling.
+    mine, theirs = Store(tmp_path), Store(tmp_path)
+    _save(mine)
+    theirs.load_new()
+    _save(mine)
+    assert theirs.set_label("default", "stable", 2) == {"stable": 2}
+    assert theirs.resolve("default", 0, label="stable").version == 2
+    assert _versions(theirs) == [1, 2]
+
+
+def test_a_poll_never_serves_a_label_before_the_version_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process stores a version and labels it just as this one's poll reads the
+    # labels: the poll must serve that version along with the label that names it.
+    mine, theirs = Store(tmp_path), Store(tmp_path)
+    _save(theirs)
+    theirs.set_label("default", "stable", 1)
+    mine.load_new()
+    real, done = store._read_labels, []
+
+    def meanwhile(model_dir: Path) -> dict[str, int]:
+        if not done:  # once, as this poll reads the labels: the next version, labelled
+            done.append(True)
+            _save(theirs)
+            theirs.set_label("default", "stable", 2)
+        return real(model_dir)
+
+    monkeypatch.setattr(store, "_read_labels", meanwhile)
+    mine.load_new()
+    assert mine.resolve("default", 0, label="stable").version == 2
+    assert _versions(mine) == [1, 2]
+
+
 def test_keep_versions_keeps_the_newest_unlabelled_ones_after_each_commit(tmp_path: Path) -> None:
     s = Store(tmp_path, keep_versions=2)
     for i in range(3):

@@ -75,22 +75,26 @@ class Store(LoadedVersions):
                 continue
             if model_dir.name == DATASETS_DIR:
                 continue
+            # The labels first: a label names a version stored before it was set, so every
+            # version they name is loaded below, before they are served.
+            labels = self._poll_labels(model_dir)
             loaded = self._load_versions(model_dir)
-            self._load_labels(model_dir)
+            if labels is not None:
+                self._set_labels(model_dir.name, labels)
             if loaded and self.keep_versions:
                 self.prune(model_dir.name)
             count += loaded
         self._forget_deleted()
         return count
 
-    def _load_labels(self, model_dir: Path) -> None:
+    def _poll_labels(self, model_dir: Path) -> dict[str, int] | None:
+        """A model's labels as stored, or None if its labels file is damaged."""
         try:
-            labels = _read_labels(model_dir)
+            return _read_labels(model_dir)
         # Only a hand edit damages it (it is replaced whole): the labels read last stay.
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.warning("skipping damaged labels of model %s: %s", model_dir.name, exc)
-            return
-        self._set_labels(model_dir.name, labels)
+            return None
 
     def _forget_deleted(self) -> None:
         """Stop serving the versions whose directories are gone (deleted by another process)."""
@@ -181,6 +185,8 @@ class Store(LoadedVersions):
                 labels.pop(label, None)
             with storing(f"the labels of model {name!r}", "they are as they were"):
                 replace_file(model_dir / LABELS, json.dumps(labels, sort_keys=True).encode())
+        if version:  # stored by another process since this one last polled: load it first
+            self._load_versions(model_dir)
         self._set_labels(name, labels)
         return dict(labels)
 
