@@ -187,6 +187,17 @@ def stream_movie_vectors(
     )
 
 
+class Filters(TypedDict, total=False):
+    """Which movies an answer may hold (gRPC: MovieFilter), applied before its top k: at least
+    `min_likes` likes among the model's training watchers (None: the answer's default, which
+    for nearest_movies on a dataset model leaves rarely liked movies out; 0: no minimum), one
+    of `genres` (any case), none of `exclude_genres`."""
+
+    min_likes: int | None
+    genres: Sequence[str]
+    exclude_genres: Sequence[str]
+
+
 def nearest_movies(
     movie_id: int | None,
     vector: np.ndarray | Sequence[float] | None,
@@ -194,35 +205,56 @@ def nearest_movies(
     metric: str,
     exclude: Sequence[int],
     model: convert.ModelArg,
+    filters: Filters | None = None,
 ) -> Call[list[Neighbor]]:
     request = convert.nearest_request(model, movie_id, vector, k, metric, exclude)
+    convert.set_filter(request, filters or {})
     return Call("NearestMovies", request, convert.neighbors)
 
 
 def reconstruct_many(
-    watchers: Sequence[Watcher], top_k: int, model: convert.ModelArg, probabilities: bool = True
+    watchers: Sequence[Watcher],
+    top_k: int,
+    model: convert.ModelArg,
+    probabilities: bool = True,
+    filters: Filters | None = None,
+    because: bool = False,
 ) -> Call[list[Reconstruction]]:
     request = pb.ReconstructRequest(
         model=convert.model_ref(model),
         watchers=[convert.watcher(w) for w in watchers],
         top_k=top_k,
         recommendations_only=not probabilities,
+        because=because,
     )
+    convert.set_filter(request, filters or {})
     return Call(
         "Reconstruct", request, lambda r: [convert.reconstruction(x) for x in r.reconstructions]
     )
 
 
 def reconstruct(
-    watcher: Watcher, top_k: int, model: convert.ModelArg, probabilities: bool = True
+    watcher: Watcher,
+    top_k: int,
+    model: convert.ModelArg,
+    probabilities: bool = True,
+    filters: Filters | None = None,
+    because: bool = False,
 ) -> Call[Reconstruction]:
-    many = reconstruct_many([watcher], top_k, model, probabilities)
+    many = reconstruct_many([watcher], top_k, model, probabilities, filters, because)
     return Call(many.method, many.request, lambda r: many.read(r)[0])
 
 
-def recommend(watcher_id: int, top_k: int, model: convert.ModelArg) -> Call[list[Recommendation]]:
+def recommend(
+    watcher_id: int,
+    top_k: int,
+    model: convert.ModelArg,
+    filters: Filters | None = None,
+    because: bool = False,
+) -> Call[list[Recommendation]]:
     """The top_k recommendations alone for a watcher of the model's dataset, by its id."""
-    many = reconstruct_many([Watcher(0.0, 0, watcher_id=watcher_id)], top_k, model, False)
+    watcher = Watcher(0.0, 0, watcher_id=watcher_id)
+    many = reconstruct_many([watcher], top_k, model, False, filters, because)
     return Call(many.method, many.request, lambda r: list(many.read(r)[0].recommendations))
 
 
@@ -232,8 +264,10 @@ def reconstruct_batch(
     education: Sequence[int] | np.ndarray,
     top_k: int,
     model: convert.ModelArg,
+    filters: Filters | None = None,
 ) -> Call[ReconstructionBatch]:
     request = convert.batch_request(model, ratings, age_years, education, top_k)
+    convert.set_filter(request, filters or {})
     n = len(request.batch.age_years)
     return Call("Reconstruct", request, lambda r: convert.reconstruction_batch(r.batch, n, top_k))
 

@@ -362,6 +362,24 @@ def nearest_request(
     return request
 
 
+_FILTER_FIELDS = ("min_likes", "genres", "exclude_genres")
+
+
+def set_filter(
+    request: pb.NearestMoviesRequest | pb.ReconstructRequest, filters: Mapping[str, Any]
+) -> None:
+    """The request's MovieFilter from min_likes, genres and exclude_genres (None or empty:
+    left unset); a lone string is one genre, not its letters."""
+    unknown = set(filters) - set(_FILTER_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown filter {min(unknown)!r}; filters: {', '.join(_FILTER_FIELDS)}")
+    if filters.get("min_likes") is not None:
+        request.filter.min_likes = filters["min_likes"]
+    for field in ("genres", "exclude_genres"):
+        if given := filters.get(field):
+            getattr(request.filter, field).extend([given] if isinstance(given, str) else given)
+
+
 def neighbors(response: pb.NearestMoviesResponse) -> list[Neighbor]:
     return [Neighbor(n.movie_id, n.score, n.title) for n in response.neighbors]
 
@@ -412,6 +430,13 @@ def reconstruction(r: pb.Reconstruction) -> Reconstruction:
     return Reconstruction(
         probabilities=vector(r.probabilities),
         recommendations=tuple(
-            Recommendation(x.movie_id, x.probability, x.title) for x in r.recommendations
+            Recommendation(
+                x.movie_id,
+                x.probability,
+                x.title,
+                tuple(x.because_movie_ids),
+                tuple(x.because_titles),
+            )
+            for x in r.recommendations
         ),
     )

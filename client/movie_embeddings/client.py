@@ -214,9 +214,16 @@ class Client(_Connection):
         exclude: Sequence[int] = (),
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> list[Neighbor]:
-        """The k movies nearest to `movie_id` (never itself) or to `vector`, best first."""
-        return self._run(calls.nearest_movies(movie_id, vector, k, metric, exclude, model), timeout)
+        """The k movies nearest to `movie_id` (never itself) or to `vector`, best first.
+
+        `min_likes`, `genres` and `exclude_genres` filter the movies before the k are taken
+        (k come back whenever k pass); left out, a model trained on a dataset leaves its
+        rarely liked movies out (min_likes 10, or a tenth of its most liked movie's likes when
+        less); `min_likes=0` keeps them."""
+        call = calls.nearest_movies(movie_id, vector, k, metric, exclude, model, filters)
+        return self._run(call, timeout)
 
     def reconstruct(
         self,
@@ -227,12 +234,18 @@ class Client(_Connection):
         education: int | None = None,
         top_k: int = 0,
         probabilities: bool = True,
+        because: bool = False,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> Reconstruction:
         """The model's output for one watcher, with its `top_k` best movies not yet liked.
         `probabilities=False` asks for the recommendations alone (top_k > 0): an answer of a
         few hundred bytes whatever the catalogue's size, its `probabilities` empty.
+        `because=True` gives each recommendation the (up to) 3 liked movies nearest to it
+        (`because_movie_ids`, `because_titles`). `min_likes`, `genres` and `exclude_genres`
+        filter the recommendations before the top_k are taken (see nearest_movies; here no
+        movie is left out unless asked).
 
         `age_years` and `education` may be left out (None) for a model trained without them
         (a dataset's without watcher features): the model is then looked up first (one
@@ -241,21 +254,25 @@ class Client(_Connection):
             info = self.get_model(model, timeout=timeout)
             model = _taking(info, age_years, education)
         watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
-        return self._run(calls.reconstruct(watcher, top_k, model, probabilities), timeout)
+        call = calls.reconstruct(watcher, top_k, model, probabilities, filters, because)
+        return self._run(call, timeout)
 
     def recommend(
         self,
         watcher_id: int,
         *,
         top_k: int = 10,
+        because: bool = False,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> list[Recommendation]:
         """The `top_k` best movies for a watcher of the model's dataset, named by its id there
         (its likes and features are the dataset's; the movies it liked never come back).
         NotFound for a watcher the model did not keep; InvalidArgument on a model trained on
-        synthetic data."""
-        return self._run(calls.recommend(watcher_id, top_k, model), timeout)
+        synthetic data. `because` and the filters as in `reconstruct`."""
+        call = calls.recommend(watcher_id, top_k, model, filters, because)
+        return self._run(call, timeout)
 
     def reconstruct_many(
         self,
@@ -263,12 +280,15 @@ class Client(_Connection):
         *,
         top_k: int = 0,
         probabilities: bool = True,
+        because: bool = False,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> list[Reconstruction]:
-        """The model's output for several watchers in one call, in order (`probabilities` as
-        in `reconstruct`)."""
-        return self._run(calls.reconstruct_many(watchers, top_k, model, probabilities), timeout)
+        """The model's output for several watchers in one call, in order (`probabilities`,
+        `because` and the filters as in `reconstruct`)."""
+        call = calls.reconstruct_many(watchers, top_k, model, probabilities, filters, because)
+        return self._run(call, timeout)
 
     def reconstruct_batch(
         self,
@@ -279,12 +299,14 @@ class Client(_Connection):
         top_k: int = 0,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> ReconstructionBatch:
         """The model's output for many watchers, as arrays in and out (the fastest form).
 
-        `ratings` is (watchers, movies) in [0, 1]; one age and education per watcher.
+        `ratings` is (watchers, movies) in [0, 1]; one age and education per watcher; the
+        filters as in `reconstruct`.
         """
-        call = calls.reconstruct_batch(ratings, age_years, education, top_k, model)
+        call = calls.reconstruct_batch(ratings, age_years, education, top_k, model, filters)
         return self._run(call, timeout)
 
     def list_models(self, name: str | None = None, *, timeout: Any = _UNSET) -> list[ModelInfo]:
@@ -476,9 +498,10 @@ class AsyncClient(_Connection):
         exclude: Sequence[int] = (),
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> list[Neighbor]:
         """As Client.nearest_movies."""
-        call = calls.nearest_movies(movie_id, vector, k, metric, exclude, model)
+        call = calls.nearest_movies(movie_id, vector, k, metric, exclude, model, filters)
         return await self._run(call, timeout)
 
     async def reconstruct(
@@ -490,26 +513,32 @@ class AsyncClient(_Connection):
         education: int | None = None,
         top_k: int = 0,
         probabilities: bool = True,
+        because: bool = False,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> Reconstruction:
         """As Client.reconstruct."""
         if age_years is None or education is None:
             info = await self.get_model(model, timeout=timeout)
             model = _taking(info, age_years, education)
         watcher = Watcher(age_years or 0.0, education or 0, liked_movie_ids, ratings)
-        return await self._run(calls.reconstruct(watcher, top_k, model, probabilities), timeout)
+        call = calls.reconstruct(watcher, top_k, model, probabilities, filters, because)
+        return await self._run(call, timeout)
 
     async def recommend(
         self,
         watcher_id: int,
         *,
         top_k: int = 10,
+        because: bool = False,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> list[Recommendation]:
         """As Client.recommend."""
-        return await self._run(calls.recommend(watcher_id, top_k, model), timeout)
+        call = calls.recommend(watcher_id, top_k, model, filters, because)
+        return await self._run(call, timeout)
 
     async def reconstruct_many(
         self,
@@ -517,11 +546,13 @@ class AsyncClient(_Connection):
         *,
         top_k: int = 0,
         probabilities: bool = True,
+        because: bool = False,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> list[Reconstruction]:
         """As Client.reconstruct_many."""
-        call = calls.reconstruct_many(watchers, top_k, model, probabilities)
+        call = calls.reconstruct_many(watchers, top_k, model, probabilities, filters, because)
         return await self._run(call, timeout)
 
     async def reconstruct_batch(
@@ -533,9 +564,10 @@ class AsyncClient(_Connection):
         top_k: int = 0,
         model: convert.ModelArg = None,
         timeout: Any = _UNSET,
+        **filters: Unpack[calls.Filters],
     ) -> ReconstructionBatch:
         """As Client.reconstruct_batch."""
-        call = calls.reconstruct_batch(ratings, age_years, education, top_k, model)
+        call = calls.reconstruct_batch(ratings, age_years, education, top_k, model, filters)
         return await self._run(call, timeout)
 
     async def list_models(

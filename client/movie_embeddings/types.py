@@ -110,11 +110,14 @@ class Neighbor:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """A movie the watcher has not liked, with the probability the model gives it."""
+    """A movie the watcher has not liked, with the probability the model gives it; asked with
+    `because=True`, the (up to) 3 liked movies nearest to it that led to it, nearest first."""
 
     movie_id: int
     probability: float
     title: str = ""
+    because_movie_ids: tuple[int, ...] = ()
+    because_titles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

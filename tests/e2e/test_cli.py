@@ -35,6 +35,7 @@ COMMON = [
     "--max-message-bytes",
 ]
 WITH_MODEL = [*COMMON, "--model", "--version", "--label"]
+FILTERS = ["--min-likes", "--genre", "--exclude-genre"]  # the answers' filters
 OPTIONS = {
     "serve": [
         "--host",
@@ -113,9 +114,9 @@ OPTIONS = {
     ],
     "datasets": [*COMMON, "--version", "NAME"],
     "vector": [*WITH_MODEL, "--all", "--round", "MOVIE_ID"],
-    "nearest": [*WITH_MODEL, "--k", "--metric", "--exclude", "--title", "MOVIE_ID"],
+    "nearest": [*WITH_MODEL, "--k", "--metric", "--exclude", "--title", *FILTERS, "MOVIE_ID"],
     "search": [*WITH_MODEL, "--limit", "TEXT"],
-    "recommend": [*WITH_MODEL, "--top-k", "WATCHER_ID"],
+    "recommend": [*WITH_MODEL, "--top-k", *FILTERS, "--because", "WATCHER_ID"],
     "reconstruct": [
         *WITH_MODEL,
         "--liked",
@@ -125,6 +126,8 @@ OPTIONS = {
         "--age",
         "--education",
         "--top-k",
+        *FILTERS,
+        "--because",
     ],
     "models": [*COMMON, "--name", "--version", "--remove", "ACTION"],
     "health": [*COMMON, "--service", "--wait"],

@@ -326,10 +326,51 @@ def test_recommend_a_watcher_of_the_dataset_by_its_id(
     assert all(line.endswith(f"  {r.title}") for line, r in zip(lines[1:], expected, strict=True))
     got = call_json(server, "recommend", "2", "--top-k", "4", "--model", "clids")
     assert got == [
-        {"movie_id": r.movie_id, "probability": r.probability, "title": r.title} for r in expected
+        {"movie_id": r.movie_id, "probability": r.probability, "title": r.title}
+        | {"because_movie_ids": [], "because_titles": []}  # unless --because
+        for r in expected
     ]
     missing = run_cli("recommend", "999", "--model", "clids", "--target", server.target)
     assert missing.returncode == 1
     assert missing.stderr.startswith(
         "error: NOT_FOUND: watchers[0].watcher_id: watcher 999 is not one of the "
     )
+
+
+def test_filters_and_reasons_from_the_command_line(
+    server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
+) -> None:
+    model = ("--model", "clids")
+    lines = call(server, "nearest", "1", "--k", "3", "--genre", "action", *model).stdout
+    expected = client.nearest_movies(1, k=3, model="clids", genres=["Action"])
+    assert [int(line.split()[0]) for line in lines.splitlines()[1:]] == [
+        n.movie_id for n in expected
+    ]
+    assert len(expected) == 3 and all(n.movie_id % 2 == 0 for n in expected)  # the even: Action
+    got = call_json(server, "nearest", "2", "--k", "50", "--min-likes", "0", *model)
+    assert len(got) == NUM_MOVIES - 1  # every movie but itself
+    table = client.movie_table(model="clids")
+    likes = dict(zip(table.movie_ids.tolist(), table.num_likes.tolist(), strict=True))
+    floor = sorted(likes.values())[len(likes) // 2]  # half the movies have fewer likes
+    liked = call_json(server, "nearest", "2", "--k", "50", "--min-likes", str(floor), *model)
+    assert {n["movie_id"] for n in liked} == {m for m, n in likes.items() if n >= floor} - {2}
+    args = ("recommend", "2", "--top-k", "3", "--exclude-genre", "Action", "--because", *model)
+    shown = call(server, *args).stdout.splitlines()
+    expected_r = client.recommend(
+        2, top_k=3, exclude_genres=["Action"], because=True, model="clids"
+    )
+    assert [r.movie_id % 2 for r in expected_r] == [1, 1, 1]
+    rows = [line for line in shown[1:] if not line.strip().startswith("because")]
+    reasons = [line.strip() for line in shown[1:] if line.strip().startswith("because")]
+    assert [int(row.split()[0]) for row in rows] == [r.movie_id for r in expected_r]
+    assert reasons == [
+        "because you liked "
+        + "; ".join(f"{m} {t}" for m, t in zip(r.because_movie_ids, r.because_titles, strict=True))
+        for r in expected_r
+    ]
+    (first,) = call_json(server, "recommend", "2", "--top-k", "1", "--because", *model)
+    assert first["because_movie_ids"] and len(first["because_movie_ids"]) <= 3
+    recon = call_json(
+        server, "reconstruct", "--liked", "1,3,5", "--top-k", "2", "--genre", "Action", *model
+    )
+    assert [r["movie_id"] % 2 for r in recon["recommendations"]] == [0, 0]

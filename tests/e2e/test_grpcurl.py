@@ -220,6 +220,28 @@ GRPCURL_COMMANDS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
+        "nearest movies, leaving a genre out",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "tinymodel"}, "movieId": 40, "k": 2,'
+            ' "filter": {"excludeGenres": ["Children"]}}',
+            TARGET,
+            f"{SERVICE}/NearestMovies",
+        ],
+    ),
+    (
+        "recommendations of a genre, with the liked movies that led to them",
+        [
+            "-plaintext",
+            "-d",
+            '{"model": {"name": "tinymodel"}, "watchers": [{"watcherId": "2"}], "topK": 2,'
+            ' "recommendationsOnly": true, "filter": {"genres": ["drama"]}, "because": true}',
+            TARGET,
+            f"{SERVICE}/Reconstruct",
+        ],
+    ),
+    (
         "delete a dataset",
         [
             "-plaintext",
@@ -536,6 +558,20 @@ def test_a_dataset_imported_trained_and_queried_by_its_own_ids(
     got_w = [(movie_id(r), r["title"], r["probability"]) for r in by_id["recommendations"]]
     assert got_w == [(r.movie_id, r.title, pytest.approx(r.probability)) for r in expected_w]
     assert {movie_id(r) for r in by_id["recommendations"]} == {30, 40}
+
+    # 10 and 20 are children's films: only 30 is left, though k is 2.
+    (kept,) = one(server, "nearest movies, leaving a genre out")["neighbors"]
+    assert (movie_id(kept), kept["title"]) == (30, "Heat (1995)")
+    # Of the two not liked, only 40 is a drama; watcher 2 liked 10 and 20.
+    (why,) = one(server, "recommendations of a genre, with the liked movies that led to them")[
+        "reconstructions"
+    ]
+    (only,) = why["recommendations"]
+    (expected_g,) = client.recommend(2, top_k=2, genres=["Drama"], because=True, model="tinymodel")
+    assert movie_id(only) == expected_g.movie_id == 40
+    assert only["because_movie_ids"] == list(expected_g.because_movie_ids)
+    assert sorted(only["because_movie_ids"]) == [10, 20]
+    assert only["because_titles"] == list(expected_g.because_titles)
 
     (deleted,) = one(server, "delete a dataset")["datasets"]
     assert deleted["ref"] == imported["ref"]

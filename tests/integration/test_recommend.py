@@ -209,3 +209,169 @@ def test_a_version_without_its_watchers_file_says_to_train_again(
         f"model recold v{info.version} has no watchers stored (it was trained before versions "
         "kept them): train it again to name watchers by id"
     )
+
+
+# Filters and reasons (issue 20 item 4) on the same hand-made catalogue.
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    ids: list[int]
+    likes: dict[int, int]
+    genres: dict[int, set[str]]
+    unit: dict[int, np.ndarray]  # each movie's vector scaled to length 1
+
+
+@pytest.fixture(scope="module")
+def catalogue(trained: Trained, inproc: InProcess) -> Catalogue:
+    with me.Client(inproc.target) as client:
+        table = client.movie_table(model=trained.info.ref)
+    ids = table.movie_ids.tolist()
+    unit = table.vectors / np.linalg.norm(table.vectors, axis=1, keepdims=True)
+    return Catalogue(
+        ids,
+        dict(zip(ids, table.num_likes.tolist(), strict=True)),
+        {m: set(g) for m, g in zip(ids, table.genres, strict=True)},
+        dict(zip(ids, unit, strict=True)),
+    )
+
+
+def _ranked(scores: dict[int, float], passes: set[int]) -> list[int]:
+    """The movies that pass, best score first, ties by lower id."""
+    return sorted(passes, key=lambda m: (-scores[m], m))
+
+
+def test_nearest_filters_apply_before_the_k_nearest_are_taken(
+    trained: Trained, catalogue: Catalogue, client: me.Client
+) -> None:
+    query = 4  # a Drama
+    others = [m for m in catalogue.ids if m != query]
+    cosine = {m: float(catalogue.unit[m] @ catalogue.unit[query]) for m in others}
+    everything = client.nearest_movies(query, k=100, model=MODEL, min_likes=0)
+    assert [n.movie_id for n in everything] == _ranked(cosine, set(others))
+    for filters, passes in [
+        ({"genres": ["horror"]}, lambda m: "Horror" in catalogue.genres[m]),
+        ({"genres": ["Horror", "COMEDY"]}, lambda m: catalogue.genres[m] & {"Horror", "Comedy"}),
+        ({"exclude_genres": ["Comedy"]}, lambda m: "Comedy" not in catalogue.genres[m]),
+        (
+            {"genres": ["Comedy"], "exclude_genres": ["Drama"]},
+            lambda m: catalogue.genres[m] == {"Comedy"},
+        ),
+        ({"min_likes": 12}, lambda m: catalogue.likes[m] >= 12),
+        ({"min_likes": 12, "genres": ["Drama"]}, lambda m: catalogue.likes[m] >= 12 and m % 3 == 1),
+    ]:
+        expected = _ranked(cosine, {m for m in others if passes(m)})
+        assert 3 <= len(expected) < len(others), filters
+        got = client.nearest_movies(query, k=3, model=MODEL, **{"min_likes": 0, **filters})
+        assert [n.movie_id for n in got] == expected[:3], filters  # exactly k, the best that pass
+        assert [n.score for n in got] == pytest.approx([cosine[m] for m in expected[:3]])
+        by_vector = client.nearest_movies(
+            vector=catalogue.unit[query] * 3, k=len(others), model=MODEL, **filters
+        )
+        assert {n.movie_id for n in by_vector} <= {*expected, query}, filters
+    excluded = client.nearest_movies(query, k=3, model=MODEL, genres=["Horror"], exclude=[2])
+    horror = _ranked(cosine, {m for m in others if m % 3 == 2 and m != 2})
+    assert [n.movie_id for n in excluded] == horror[:3]
+
+
+def test_a_dataset_models_neighbours_leave_rarely_liked_movies_out_by_default(
+    trained: Trained, catalogue: Catalogue, client: me.Client
+) -> None:
+    # The floor: 10, or a tenth of the most liked movie's likes (rounded up) when less.
+    floor = min(10, -(-max(catalogue.likes.values()) // 10))
+    rare = {m for m in catalogue.ids if catalogue.likes[m] < floor}
+    assert floor == 2 and rare, catalogue.likes  # a movie liked once is in the catalogue
+    for query in (4, 5):
+        default = client.nearest_movies(query, k=100, model=MODEL)
+        everything = client.nearest_movies(query, k=100, model=MODEL, min_likes=0)
+        assert [n.movie_id for n in default] == [
+            n.movie_id for n in everything if n.movie_id not in rare
+        ]
+        assert len(default) == len(catalogue.ids) - 1 - len(rare - {query})
+    # Synthetic data counts no likes: no floor there.
+    assert len(client.nearest_movies(3, k=100, model="default")) == 79
+
+
+def test_recommendations_are_filtered_before_the_top_k(
+    trained: Trained, catalogue: Catalogue, client: me.Client
+) -> None:
+    # A watcher who likes the comedies.
+    w = next(w for w in WATCHERS if w not in trained.heldout and w % 3 == 0 and w % 4 and w % 5)
+    liked = sorted(trained.likes[w] & set(catalogue.ids))
+    every = client.reconstruct(liked, age_years=_age(w), education=int(_education(w)), model=MODEL)
+    probability = dict(zip(catalogue.ids, every.probabilities.tolist(), strict=True))
+    for filters, passes in [
+        ({"genres": ["Horror"]}, lambda m: m % 3 == 2),
+        ({"exclude_genres": ["horror", "comedy"]}, lambda m: catalogue.genres[m] == {"Drama"}),
+        ({"min_likes": 12}, lambda m: catalogue.likes[m] >= 12),
+    ]:
+        expected = _ranked(probability, {m for m in catalogue.ids if passes(m)} - set(liked))
+        assert len(expected) >= 3, filters
+        got = client.recommend(w, top_k=3, model=MODEL, **filters)
+        assert [r.movie_id for r in got] == expected[:3], filters
+        many = client.reconstruct_many(
+            [me.Watcher(_age(w), int(_education(w)), liked)], top_k=3, model=MODEL, **filters
+        )
+        assert [r.movie_id for r in many[0].recommendations] == expected[:3], filters
+        np.testing.assert_array_equal(many[0].probabilities, every.probabilities)  # unfiltered
+        ratings = np.isin(catalogue.ids, liked).astype(np.float32)[None]
+        batch = client.reconstruct_batch(
+            ratings, age_years=[_age(w)], education=[int(_education(w))], top_k=3, model=MODEL,
+            **filters,
+        )  # fmt: skip
+        assert batch.recommended_movie_ids[0].tolist() == expected[:3], filters
+    # Fewer pass than top_k: all of them, no more.
+    got = client.recommend(w, top_k=10, model=MODEL, genres=["Drama"])
+    dramas = {m for m in catalogue.ids if "Drama" in catalogue.genres[m]} - set(liked)
+    assert 0 < len(dramas) < 10 and {r.movie_id for r in got} == dramas
+
+
+def test_because_names_the_liked_movies_nearest_to_each_recommendation(
+    trained: Trained, catalogue: Catalogue, client: me.Client
+) -> None:
+    w = next(w for w in WATCHERS if w not in trained.heldout and w % 4 and w % 5)
+    liked = sorted(trained.likes[w] & set(catalogue.ids))
+    plain = client.recommend(w, top_k=4, model=MODEL)
+    explained = client.recommend(w, top_k=4, model=MODEL, because=True)
+    assert all(r.because_movie_ids == () == r.because_titles for r in plain)  # as before
+    assert [(r.movie_id, r.probability) for r in explained] == [
+        (r.movie_id, r.probability) for r in plain
+    ]
+    for r in explained:
+        cosine = {m: float(catalogue.unit[m] @ catalogue.unit[r.movie_id]) for m in liked}
+        assert list(r.because_movie_ids) == _ranked(cosine, set(liked))[:3]
+        assert r.because_titles == tuple(f"Movie {m}" for m in r.because_movie_ids)
+    # A watcher given by likes or ratings alike; one who liked nothing has no reasons.
+    (by_likes, nothing) = client.reconstruct_many(
+        [me.Watcher(_age(w), int(_education(w)), liked), me.Watcher(30, 1)],
+        top_k=4,
+        because=True,
+        model=MODEL,
+    )
+    assert by_likes.recommendations == tuple(explained)
+    assert all(r.because_movie_ids == () for r in nothing.recommendations)
+
+
+@pytest.mark.parametrize(
+    ("model", "filters", "field", "words"),
+    [
+        (MODEL, {"genres": ["Comdy"]}, "filter.genres[0]", "'Comdy' is not a genre of model "),
+        (MODEL, {"exclude_genres": ["Drama", "x"]}, "filter.exclude_genres[1]", "'x' is not a"),
+        (MODEL, {"min_likes": -1}, "filter.min_likes", "must be >= 0, got -1"),
+        ("default", {"min_likes": 1}, "filter.min_likes", "model default v"),
+        ("default", {"genres": ["Drama"]}, "filter.genres[0]", "'Drama': model default v"),
+    ],
+)
+def test_a_bad_filter_names_its_field(
+    trained: Trained, client: me.Client, model: str, filters: dict, field: str, words: str
+) -> None:
+    for call in (
+        lambda: client.nearest_movies(1, model=model, **filters),
+        lambda: client.reconstruct_many([me.Watcher(30, 1, [1])], top_k=2, model=model, **filters),
+    ):
+        with pytest.raises(me.InvalidArgument) as exc:
+            call()
+        assert exc.value.details.startswith(f"{field}: {words}")
+        assert exc.value.field_violations[0][0] == field
+    if "genres" in filters and model == MODEL:
+        assert "(its genres: Comedy, Drama, Horror)" in exc.value.details

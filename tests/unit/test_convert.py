@@ -324,6 +324,43 @@ def test_reconstruction() -> None:
     assert r.recommendations == (Recommendation(2, 0.5),)
 
 
+def test_watcher_by_its_dataset_id() -> None:
+    message = convert.watcher(Watcher(0, 0, watcher_id=0))  # 0 is an id: the field is set
+    assert message.HasField("watcher_id") and message.watcher_id == 0
+    assert not convert.watcher(Watcher(30, 1, [1])).HasField("watcher_id")
+
+
+def test_recommendations_with_the_liked_movies_behind_them() -> None:
+    message = pb.Reconstruction(
+        recommendations=[
+            pb.Recommendation(
+                movie_id=7,
+                probability=0.25,
+                title="Seven",
+                because_movie_ids=[3, 1],
+                because_titles=["Three", "One"],
+            )
+        ]
+    )
+    r = convert.reconstruction(pb.Reconstruction.FromString(message.SerializeToString()))
+    assert r.recommendations == (Recommendation(7, 0.25, "Seven", (3, 1), ("Three", "One")),)
+
+
+def test_filters_fill_the_requests_movie_filter() -> None:
+    request = pb.NearestMoviesRequest()
+    convert.set_filter(request, {})
+    assert not request.HasField("filter")  # none: the server's default
+    convert.set_filter(request, {"min_likes": 0, "genres": "Drama", "exclude_genres": ["A", "B"]})
+    assert request.filter.HasField("min_likes") and request.filter.min_likes == 0
+    assert list(request.filter.genres) == ["Drama"]  # one genre, not its letters
+    assert list(request.filter.exclude_genres) == ["A", "B"]
+    request = pb.ReconstructRequest()
+    convert.set_filter(request, {"min_likes": None, "genres": None})
+    assert not request.HasField("filter")
+    with pytest.raises(TypeError, match="unknown filter 'genre'"):
+        convert.set_filter(request, {"genre": ["Drama"]})
+
+
 def test_reconstruction_without_recommendations() -> None:
     r = convert.reconstruction(pb.Reconstruction(probabilities=[0.5]))
     assert r.recommendations == ()

@@ -70,6 +70,37 @@ def _best_match(client: me.Client, args: argparse.Namespace) -> me.Movie:
     return found[0]
 
 
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """--min-likes, --genre and --exclude-genre as the SDK's filters."""
+    return {
+        "min_likes": args.min_likes,
+        "genres": args.genre or (),
+        "exclude_genres": args.exclude_genre or (),
+    }
+
+
+def _filter_options(parser: argparse.ArgumentParser, min_likes_default: str) -> None:
+    parser.add_argument(
+        "--min-likes",
+        type=nonnegative_int,
+        default=None,
+        help="only movies liked at least this often by the model's training watchers "
+        f"(default: {min_likes_default})",
+    )
+    parser.add_argument(
+        "--genre",
+        action="append",
+        metavar="GENRE",
+        help="only movies of this genre (any case; repeat for any of several)",
+    )
+    parser.add_argument(
+        "--exclude-genre",
+        action="append",
+        metavar="GENRE",
+        help="no movie of this genre (any case; repeatable)",
+    )
+
+
 def cmd_nearest(client: me.Client, args: argparse.Namespace) -> None:
     if (args.movie_id is None) == (args.title is None):
         raise UsageError("nearest: give MOVIE_ID or --title, not both")
@@ -79,7 +110,12 @@ def cmd_nearest(client: me.Client, args: argparse.Namespace) -> None:
         movie_id = match.movie_id
         (eprint if args.json else print)(f"nearest to {titled(match.movie_id, match.title)}")
     neighbors = client.nearest_movies(
-        movie_id, k=args.k, metric=args.metric, exclude=args.exclude, model=model_ref(args)
+        movie_id,
+        k=args.k,
+        metric=args.metric,
+        exclude=args.exclude,
+        model=model_ref(args),
+        **_filters(args),
     )
     if args.json:
         print_json(neighbors)
@@ -187,7 +223,9 @@ def cmd_reconstruct(client: me.Client, args: argparse.Namespace) -> None:
         top_k=args.top_k,
         # The recommendations alone are a few hundred bytes, every probability 4 per movie.
         probabilities=args.all_probabilities or not args.top_k,
+        because=args.because,
         model=model_ref(args),
+        **_filters(args),
     )
     if args.json:
         print_json(result)
@@ -205,10 +243,19 @@ def _print_recommendations(recommendations: Sequence[me.Recommendation]) -> None
     print(f"{'movie_id':>8}  probability")
     for r in recommendations:
         print(f"{r.movie_id:>8}  {r.probability:.4f}  {r.title}".rstrip())
+        if r.because_movie_ids:
+            liked = zip(r.because_movie_ids, r.because_titles, strict=True)
+            print(f"{'':>8}  because you liked {'; '.join(titled(*m) for m in liked)}")
 
 
 def cmd_recommend(client: me.Client, args: argparse.Namespace) -> None:
-    recommendations = client.recommend(args.watcher_id, top_k=args.top_k, model=model_ref(args))
+    recommendations = client.recommend(
+        args.watcher_id,
+        top_k=args.top_k,
+        because=args.because,
+        model=model_ref(args),
+        **_filters(args),
+    )
     if args.json:
         print_json(recommendations)
         return
@@ -275,6 +322,11 @@ def _nearest_command(sub: Any) -> None:
     nearest.add_argument(
         "--exclude", type=movie_ids, default=[], help="comma-separated movie ids never to return"
     )
+    _filter_options(
+        nearest,
+        "on a model trained on a dataset 10, or a tenth of its most liked movie's likes when "
+        "less: rarely liked movies' vectors are mostly noise; 0 keeps every movie",
+    )
 
 
 def _reconstruct_command(sub: Any) -> None:
@@ -323,6 +375,17 @@ def _reconstruct_command(sub: Any) -> None:
         "or in full on a small catalogue); without it only the --top-k recommendations "
         "come back, unless --top-k is 0",
     )
+    _filter_options(rec, "none")
+    _because_option(rec)
+
+
+def _because_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--because",
+        action="store_true",
+        help="print under each recommendation the (up to) 3 movies the watcher liked whose "
+        "vectors are nearest to it",
+    )
 
 
 def _recommend_command(sub: Any) -> None:
@@ -345,6 +408,8 @@ def _recommend_command(sub: Any) -> None:
         default=10,
         help="recommendations to print (default: %(default)s)",
     )
+    _filter_options(rec, "none")
+    _because_option(rec)
 
 
 def add_commands(sub: Any) -> None:

@@ -41,9 +41,12 @@ class Catalogue:
             [str(t) for t in titles] if titles is not None and any(titles) else None
         )
         self.genres = [str(g) for g in genres] if genres is not None else [""] * n
+        # Likes among the training watchers; none counted (all 0) for synthetic data.
+        self.has_likes = num_likes is not None
         self.num_likes = (
             np.asarray(num_likes, dtype=np.int64) if num_likes is not None else np.zeros(n, int)
         )
+        self._genres: dict[str, tuple[str, np.ndarray]] | None = None
         self._row_of = {} if self.is_identity else {m: r for r, m in enumerate(self.movie_ids)}
         self._sorted = np.argsort(self.movie_ids, kind="stable")
         self._index: tuple[list[str], list[np.ndarray]] | None = None
@@ -106,6 +109,22 @@ class Catalogue:
     def genre_list(self, row: int) -> list[str]:
         genres = self.genres[row]
         return [] if not genres or genres == "(no genres listed)" else genres.split("|")
+
+    def genre_rows(self) -> dict[str, tuple[str, np.ndarray]]:
+        """Each genre of the catalogue, by its case-folded name: its name as written and the
+        mask of the rows that have it; built on first use."""
+        if self._genres is None:
+            rows: dict[str, list[int]] = {}
+            for row in range(len(self)):
+                for genre in self.genre_list(row):
+                    rows.setdefault(genre, []).append(row)
+            masks = {}
+            for genre, found in sorted(rows.items()):
+                mask = np.zeros(len(self), dtype=bool)
+                mask[found] = True
+                masks[genre.casefold()] = (genre, mask)
+            self._genres = masks
+        return self._genres
 
     def search(self, query: str, limit: int) -> list[int]:
         """Rows whose title has, for every word of the query, a word starting with it

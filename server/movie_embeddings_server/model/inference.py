@@ -112,12 +112,18 @@ class ServedModel(WatcherInput):
             return probabilities, []
         return probabilities, search.unpadded(padded)
 
-    def reconstruct_padded(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    def reconstruct_padded(
+        self, watchers: Watchers, top_k: int, leave_out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """`reconstruct` with the recommended rows as one (watchers, top_k) matrix, -1 where a
-        watcher has fewer than top_k movies not liked."""
+        watcher has fewer than top_k movies not liked (nor masked by `leave_out`, a filter's
+        rows)."""
         check_top_k(top_k)
         probabilities = self.forward(watchers)
-        return probabilities, search.top_k_padded(probabilities, top_k, watchers.ratings >= 0.5)
+        excluded = watchers.ratings >= 0.5
+        if leave_out is not None:
+            excluded |= leave_out
+        return probabilities, search.top_k_padded(probabilities, top_k, excluded)
 
     def reconstruct_one(
         self,

@@ -50,9 +50,11 @@ class MovieVectors:
         metric: str,
         exclude: np.ndarray,
         scores: Callable[[np.ndarray, str], np.ndarray] | None = None,
+        leave_out: np.ndarray | None = None,
     ) -> tuple[list[int], list[float]]:
         """Rows and scores of the k nearest movies, best first; the query movie is excluded.
-        `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back).
+        `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back);
+        `leave_out`, a mask of rows (a filter's), is left out too.
         `scores(vector, metric)` scores a query vector against every movie (default: alone,
         as `scores` does one row); a movie's own vector is always scored alone."""
         if k < 0:
@@ -63,7 +65,7 @@ class MovieVectors:
         if movie_id is not None:
             row = self.catalogue.row("movie_id", movie_id)
             if self.num_movies <= TABLE_MOVIES:
-                return self._from_table(row, k, metric, set(exclude.tolist()))
+                return self._from_table(row, k, metric, exclude, leave_out)
             query = self.embedding[row]
             exclude = np.append(exclude, row)
         else:
@@ -72,8 +74,20 @@ class MovieVectors:
         if vector is None or scores is None:
             scores = self._scores_alone
         row_scores = scores(query, metric)
-        rows = search.top_k(row_scores, k, exclude)
+        if leave_out is not None:
+            leave_out = leave_out.copy()
+            leave_out[exclude] = True
+        rows = search.top_k(row_scores, k, exclude if leave_out is None else leave_out)
         return rows.tolist(), row_scores[rows].tolist()
+
+    def nearest_liked(self, chosen: np.ndarray, liked: list[int], n: int = 3) -> np.ndarray:
+        """For each chosen row, the (up to) n rows of `liked` (ascending) whose vectors are
+        nearest to its own by cosine, nearest first, ties by lower row: (chosen, min(n, liked))."""
+        rows = np.asarray(liked, dtype=np.int64)
+        if not rows.size:
+            return np.empty((len(chosen), 0), dtype=np.int64)
+        similarity = self.unit[chosen] @ self.unit[rows].T
+        return rows[np.argsort(-similarity, axis=1, kind="stable")[:, :n]]
 
     def _scores_alone(self, query: np.ndarray, metric: str) -> np.ndarray:
         return search.scores(self.embedding, self.unit, query, metric)
@@ -89,16 +103,20 @@ class MovieVectors:
         return search.scores_many(self.embedding, self.unit, queries, metric, product)
 
     def _from_table(
-        self, row: int, k: int, metric: str, excluded: set[int]
+        self, row: int, k: int, metric: str, exclude: np.ndarray, leave_out: np.ndarray | None
     ) -> tuple[list[int], list[float]]:
-        """A movie's neighbours read off its row of the ranking table: no search per query."""
+        """A movie's neighbours read off its row of the ranking table: no search per query;
+        the rows `exclude` lists and `leave_out` masks are skipped."""
         order, ranked_scores = self._table(metric)
-        ids = order[row, : k + len(excluded)].tolist()
-        scores = ranked_scores[row, : k + len(excluded)].tolist()
-        if excluded:
-            kept = [i for i, m in enumerate(ids) if m not in excluded][:k]
-            return [ids[i] for i in kept], [scores[i] for i in kept]
-        return ids[:k], scores[:k]
+        if leave_out is None:
+            if not exclude.size:
+                return order[row, :k].tolist(), ranked_scores[row, :k].tolist()
+            leave_out = np.zeros(self.num_movies, dtype=bool)
+        else:
+            leave_out = leave_out.copy()
+        leave_out[exclude] = True
+        kept = np.flatnonzero(~leave_out[order[row]])[:k]
+        return order[row, kept].tolist(), ranked_scores[row, kept].tolist()
 
     def _table(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """Every movie's other movies ranked (ties by lower id), built on first use."""

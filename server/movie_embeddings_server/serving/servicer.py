@@ -14,7 +14,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 
 from .. import config, errors
-from ..model import search
+from ..model import filters, search
 from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel, check_top_k
 from ..store.datasets import DatasetStore
@@ -59,9 +59,11 @@ def _add_reconstruction(
     answered: np.ndarray | None,
     probabilities: np.ndarray,
     chosen: np.ndarray,
+    because: np.ndarray | None = None,
 ) -> None:
     """One watcher's chosen rows as recommendations (the catalogue's ids, probabilities,
-    titles), with every movie's probability when `answered` holds them."""
+    titles), with every movie's probability when `answered` holds them, and each one's
+    liked rows that led to it when `because` holds them (a row per chosen row)."""
     reconstruction = response.reconstructions.add()
     if answered is not None:
         reconstruction.MergeFromString(_packed_floats(answered))  # probabilities: field 1
@@ -70,6 +72,18 @@ def _add_reconstruction(
         catalogue.ids(chosen).tolist(), chosen.tolist(), probabilities[chosen].tolist(), strict=True
     ):
         add(movie_id=m, probability=p, title=catalogue.title(r))
+    if because is not None:
+        for recommendation, rows in zip(reconstruction.recommendations, because, strict=True):
+            recommendation.because_movie_ids[:] = catalogue.ids(rows).tolist()
+            recommendation.because_titles[:] = [catalogue.title(r) for r in rows.tolist()]
+
+
+def _movie_filter(message: pb.MovieFilter) -> filters.MovieFilter:
+    return filters.MovieFilter(
+        message.min_likes if message.HasField("min_likes") else None,
+        message.genres[:],
+        message.exclude_genres[:],
+    )
 
 
 def _hidden(served: ServedModel, i: int, w: pb.Watcher) -> tuple[np.ndarray, list[int]]:
@@ -125,7 +139,12 @@ class MovieEmbeddingServicer(
     ) -> pb.NearestMoviesResponse:
         served = self._model(request.model)
         query = request.WhichOneof("query")
-        if query != "movie_id" or request.exclude_movie_ids or request.k > MEMO_MAX_K:
+        if (
+            query != "movie_id"
+            or request.exclude_movie_ids
+            or request.k > MEMO_MAX_K
+            or request.HasField("filter")
+        ):
             return self._nearest(served, request, query, context)
         key = ("nearest", request.movie_id, request.k, request.metric)
         if (answer := served.memo.get(key)) is not None:
@@ -160,6 +179,11 @@ class MovieEmbeddingServicer(
             k=request.k or 10,
             metric=METRIC_NAMES[request.metric],
             exclude=np.asarray(request.exclude_movie_ids, dtype=np.int64),
+            leave_out=filters.left_out(
+                served.catalogue,
+                _movie_filter(request.filter),
+                filters.neighbour_min_likes(served.catalogue),
+            ),
         )
         catalogue = served.catalogue
         ids = rows if catalogue.is_identity else catalogue.movie_ids[rows].tolist()
@@ -187,6 +211,7 @@ class MovieEmbeddingServicer(
             raise errors.InvalidArgument("watchers", "must hold at least one watcher")
         found = [_hidden(served, i, w) for i, w in enumerate(ws)]
         check_top_k(request.top_k)
+        leave_out = filters.left_out(served.catalogue, _movie_filter(request.filter))
         hidden = np.stack([h for h, _ in found])
         matrix = self.gatherer.run(
             (served, "reconstruct"),
@@ -196,13 +221,19 @@ class MovieEmbeddingServicer(
         )
         response = pb.ReconstructResponse(model=ref_of(served))
         for (_, liked), probabilities in zip(found, matrix, strict=True):
-            chosen = search.top_k(probabilities, request.top_k, liked)
+            if leave_out is None:
+                chosen = search.top_k(probabilities, request.top_k, liked)
+            else:
+                excluded = leave_out.copy()
+                excluded[liked] = True
+                chosen = search.top_k(probabilities, request.top_k, excluded)
             _add_reconstruction(
                 response,
                 served.catalogue,
                 None if request.recommendations_only else probabilities,
                 probabilities,
                 chosen,
+                served.nearest_liked(chosen, liked) if request.because else None,
             )
         return response
 
@@ -213,6 +244,8 @@ class MovieEmbeddingServicer(
         """The dense form: arrays in, arrays out, with no per-value protobuf work."""
         if request.watchers:
             raise errors.InvalidArgument("batch", "set watchers or batch, not both")
+        if request.because:
+            raise errors.InvalidArgument("because", "not with batch: ask with watchers")
         batch = request.batch
         ratings = batch.ratings  # each read of a bytes field is a copy
         if len(ratings) % 4:
@@ -222,7 +255,8 @@ class MovieEmbeddingServicer(
             np.asarray(batch.age_years, dtype=np.float32),
             np.asarray(batch.education, dtype=np.int64),
         )
-        probabilities, rows = served.reconstruct_padded(watchers, request.top_k)
+        leave_out = filters.left_out(served.catalogue, _movie_filter(request.filter))
+        probabilities, rows = served.reconstruct_padded(watchers, request.top_k, leave_out)
         ids = np.full((len(probabilities), request.top_k), -1, dtype="<i4")
         found = rows >= 0
         ids[:, : rows.shape[1]][found] = served.catalogue.ids(rows[found])
