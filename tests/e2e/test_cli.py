@@ -640,6 +640,7 @@ def test_serve_defaults_are_the_server_config_defaults() -> None:
         "grace_seconds",
         "max_message_bytes",
         "max_dataset_ratings",
+        "max_concurrent_imports",
         "metrics_port",
         "poll_seconds",
         "server_id",

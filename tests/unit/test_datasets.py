@@ -16,6 +16,7 @@ import pytest
 from movie_embeddings_server import errors
 from movie_embeddings_server.store import models as store
 from movie_embeddings_server.store.datasets import DatasetBuilder, DatasetStore, StoredDataset
+from movie_embeddings_server.store.staged import Distinct
 from movie_embeddings_server.store.versions import DATASETS_DIR
 
 
@@ -642,3 +643,78 @@ def test_polling_adds_every_new_version_past_damage_and_stray_names(
         f"skipping damaged dataset version {root / 'films' / '2'}: Expecting property name "
         "enclosed in double quotes: line 1 column 2 (char 1)"
     ]
+
+
+# --- imports staged on disk: sorted a window at a time, nothing left behind ---------------
+
+
+def _ratings_in(order: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """n ratings of 40 watchers (one of them rates 600 times, more than a window) and 50
+    movies, many pairs rated twice; by watcher as MovieLens writes them, or shuffled."""
+    watchers = np.append(rng.integers(0, 2**40, 39), 7)[rng.integers(0, 40, n)]
+    watchers[: n // 5] = 7
+    columns = {
+        "watcher_ids": watchers,
+        "movie_ids": rng.integers(0, 50, n) * 1000,
+        "ratings": rng.integers(1, 11, n) / 2,
+        "timestamps": np.arange(n),
+    }
+    rows = np.argsort(watchers, kind="stable") if order == "grouped" else rng.permutation(n)
+    return {key: values[rows] for key, values in columns.items()}
+
+
+@pytest.mark.parametrize("order", ["grouped", "shuffled"])
+@pytest.mark.parametrize("window", [100, 10**6])
+def test_sorting_in_windows_matches_a_brute_force_dict(order: str, window: int) -> None:
+    n = 3000
+    r = _ratings_in(order, n, np.random.default_rng(window))
+    b = _builder(max_ratings=n)
+    b.window_rows = window
+    for chunk, start in enumerate(range(0, n, 700), start=1):
+        b.add_ratings(chunk, *(values[start : start + 700] for values in r.values()))
+    staged = b.staged
+    ds = b.build()
+    expected = _brute_force(r["watcher_ids"], r["movie_ids"], r["ratings"])
+    assert _sparse(ds) == expected
+    when = _brute_force(r["watcher_ids"], r["movie_ids"], r["timestamps"])
+    assert ds.ratings.timestamps is not None
+    rows = np.repeat(ds.ratings.watcher_ids, np.diff(ds.ratings.indptr)).tolist()
+    pairs = zip(rows, ds.movie_ids[ds.ratings.movie_rows].tolist(), strict=True)
+    assert dict(zip(pairs, ds.ratings.timestamps.tolist(), strict=True)) == when
+    assert ds.info["num_duplicate_ratings"] == n - len(expected)
+    assert (ds.info["min_rating"], ds.info["max_rating"]) == (0.5, 5.0)
+    assert not staged.exists()
+
+
+def test_distinct_values_are_counted_across_merges() -> None:
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 10**6, 50_000) for _ in range(5)]
+    distinct = Distinct()
+    for part in parts:
+        distinct.add(part)
+    values, counts = distinct.result()
+    expected, expected_counts = np.unique(np.concatenate(parts), return_counts=True)
+    np.testing.assert_array_equal(values, expected)
+    np.testing.assert_array_equal(counts, expected_counts)
+
+
+def test_a_builder_stages_in_the_store_and_leaves_nothing_when_refused(tmp_path: Path) -> None:
+    store = DatasetStore(tmp_path)
+    b = DatasetBuilder("films", "", 100, root=store.root)
+    assert b.staged.parent == store.root / "films" and b.staged.name.startswith(".tmp-")
+    b.add_ratings(1, [1], [1], [3])
+    b.add_watchers(2, [1, 1])
+    with pytest.raises(errors.InvalidArgument):
+        b.stage()
+    assert list((store.root / "films").iterdir()) == []
+    b = DatasetBuilder("films", "", 100, root=store.root)
+    b.add_ratings(1, [1, 2], [1, 1], [3, 4])
+    info = store.commit(b.stage())
+    assert (info["version"], info["num_ratings"]) == (1, 2)
+    assert [p.name for p in (store.root / "films").iterdir() if p.name != ".lock"] == ["1"]
+    assert store.load("films", 1).ratings.watcher_ids.tolist() == [1, 2]
+    dropped = DatasetBuilder("films", "", 100, root=store.root)
+    dropped.add_ratings(1, [1], [1], [3])
+    staged = dropped.staged
+    del dropped  # an import that ended without a word: its files go with it
+    assert not staged.exists()

@@ -170,8 +170,8 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=1,
         help="imports (ImportDataset) allowed at once; more get RESOURCE_EXHAUSTED at once. "
-        "Each stages its ratings on disk under --data-dir (~60 bytes a rating at the most) "
-        "and takes ~10 bytes of memory a rating while it builds (default: %(default)s)",
+        "Each stages its ratings on disk under --data-dir (up to ~45 bytes a rating while it "
+        "builds) and takes a few bytes of memory a rating (default: %(default)s)",
     )
     serve.add_argument(
         "--batch-wait-us",

@@ -23,3 +23,14 @@ def reuse_freed_memory() -> None:
         return
     libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)
     libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+
+
+def give_back_freed_memory() -> None:
+    """Hand the pages of memory freed so far back to the kernel now (glibc's malloc_trim):
+    after one step of a large job (an import), so that what it kept for reuse does not add
+    to the next step's peak. Costs a walk over the heap; nothing happens elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)

@@ -47,10 +47,17 @@ class ServerProcess:
             raise
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from /proc (MiB)."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process, from /proc (MiB); `field` VmHWM: its peak so far."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def reset_peak_rss(pid: int) -> float:
+    """Start a process's peak (VmHWM) again from its resident memory now, and return that
+    (MiB); a peak read later is then the peak since this call (Linux 4.0 and later)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return rss_mb(pid)
 
 
 def child_pids(pid: int) -> list[int]:

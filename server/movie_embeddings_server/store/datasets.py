@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +17,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgument, NotFound, ResourceExhausted, quoted
+from .staged import (
+    ARRIVED,
+    SORTED,
+    Columns,
+    Distinct,
+    Seen,
+    movie_rows_of,
+    window_rows,
+    write_npz_streamed,
+    write_sparse_rows,
+)
 from .versions import (
     DATASETS_DIR,
     NAME_RE,
@@ -20,6 +35,7 @@ from .versions import (
     commit,
     discard,
     fsync_dir,
+    naming,
     retire,
     staging_dir,
     storing,
@@ -35,6 +51,9 @@ ARRAYS = "dataset.npz"
 MAX_DESCRIPTION = 4096  # characters
 MAX_AGE = 150.0
 MAX_MOVIE_ID = 2**31 - 1  # the contract's movie ids are int32
+# An import touches its staging directory this often, so that no process sharing the store
+# takes it for one left behind (versions.STALE_STAGING_SECONDS) however slowly it streams.
+TOUCH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -124,13 +143,33 @@ class _Part:
         return _field(self.chunks[i], self.part, column, position - self.starts[i])
 
 
-class DatasetBuilder:
-    """Fed chunk by chunk by an import; each chunk is checked as it arrives, and the
-    checks across chunks (a watcher described twice, a movie given two titles) and the
-    sparse rows are made once, by `build`. Whole though over 200 lines: the chunk checks and
-    the build share the chunks kept, and both change when imports stream to disk (issue 23)."""
+@dataclass(frozen=True)
+class StagedDataset:
+    """A dataset built in its staging directory (its dataset.npz), not yet a version."""
 
-    def __init__(self, name: str, description: str, max_ratings: int) -> None:
+    name: str
+    path: Path
+    info: dict[str, Any]
+    data_bytes: int
+
+
+def _remove(staged: Path, arrived: Columns) -> None:
+    arrived.close()
+    discard(staged)
+
+
+class DatasetBuilder:
+    """Fed chunk by chunk by an import. Each chunk is checked as it arrives and its ratings
+    are appended to files in the builder's staging directory (under the store's `root`, or
+    a temporary one); the checks across chunks (a watcher described twice, a movie given two
+    titles) and the sparse rows are made once, by `stage`, in memory bounded by a window of
+    ratings (staged.py). Watchers' features and the catalogue stay in memory: they grow with
+    the watchers and movies, not with the ratings. A refusal of `stage`, `discard` or the
+    builder's garbage collection removes the staging directory."""
+
+    def __init__(
+        self, name: str, description: str, max_ratings: int, root: Path | None = None
+    ) -> None:
         self.name = check_store_name("chunks[0].header.name", name)
         if len(description) > MAX_DESCRIPTION:
             raise InvalidArgument(
@@ -140,10 +179,25 @@ class DatasetBuilder:
         self.description = description
         self.max_ratings = max_ratings
         self.num_rows = 0  # rating rows received, duplicates included
+        self.window_rows: int | None = None  # ratings sorted at once; None: staged's choice
         self._ratings = _Part("ratings", optional=("timestamps",))
         self._watchers = _Part("watchers", optional=("age_years", "education"))
         self._movies = _Part("movies", optional=("titles", "genres"))
         self._timestamped: tuple[int, bool] | None = None  # the first rating chunk's choice
+        self._what = f"a new version of dataset {self.name!r}"
+        with storing(self._what):
+            self.staged = (
+                staging_dir(root / self.name)
+                if root is not None
+                else Path(tempfile.mkdtemp(prefix="dataset-"))
+            )
+        self._arrived = Columns(self.staged, "arrived.", ARRIVED)
+        self.discard = weakref.finalize(self, _remove, self.staged, self._arrived)
+        self._rated_by = Distinct()  # the watchers who rated, with their numbers of ratings
+        self._rated = Seen()  # the movies rated
+        self._grouped = True  # so far each watcher's ratings came together, ascending
+        self._last_watcher = -1
+        self._touched = time.monotonic()
 
     def add_ratings(
         self, chunk: int, watcher_ids: Any, movie_ids: Any, ratings: Any, timestamps: Any = ()
@@ -182,9 +236,18 @@ class DatasetBuilder:
             )
         if not has_time:
             del columns["timestamps"]
-        # int32 ids: 25,000,000 ratings are then 100 MB less while they wait for the build.
-        columns["movie_ids"] = movies.astype(np.int32)
-        part.add(chunk, columns)
+        ascending = bool(np.all(ids[1:] >= ids[:-1]))
+        self._grouped &= ascending and int(ids[0]) >= self._last_watcher
+        self._last_watcher = int(ids[-1])
+        self._rated_by.add(ids, ascending)
+        self._rated.add(movies)
+        # The staged files stand for the dataset.npz they become: their names mean nothing to
+        # a caller told there was no space for them.
+        with storing(self._what), naming(self.staged / ARRAYS):
+            self._arrived.append(columns)  # movie ids as int32: the contract's
+        if time.monotonic() - self._touched > TOUCH_SECONDS:
+            os.utime(self.staged)  # a slow import is not a staging directory left behind
+            self._touched = time.monotonic()
 
     def add_watchers(
         self, chunk: int, watcher_ids: Any, age_years: Any = (), education: Any = ()
@@ -215,8 +278,10 @@ class DatasetBuilder:
         part = self._movies
         columns: dict[str, np.ndarray] = {
             "movie_ids": np.asarray(movie_ids, dtype=np.int64),
-            "titles": np.asarray(titles, dtype=str),
-            "genres": np.asarray(genres, dtype=str),
+            # Python strings until the build: a fixed-width numpy string column would take
+            # 4 bytes for each character of the chunk's longest text, in every row.
+            "titles": np.asarray(titles, dtype=object),
+            "genres": np.asarray(genres, dtype=object),
         }
         n = part.check(chunk, columns)
         ids = columns["movie_ids"]
@@ -224,32 +289,48 @@ class DatasetBuilder:
         part.bound(chunk, "movie_ids", ids, bad, f"must be in 0..{MAX_MOVIE_ID}")
         for column in ("titles", "genres"):
             if not len(columns[column]):
-                columns[column] = np.full(n, "")
+                columns[column] = np.full(n, "", dtype=object)
         part.add(chunk, columns)
 
     def build(self) -> StoredDataset:
-        """The dataset: a (watcher, movie) rated twice keeps its last rating; the features
-        of watchers who rated nothing are dropped; both are counted in the info."""
+        """The dataset in memory (version 0), as `stage` builds it; nothing stays on disk."""
+        staged = self.stage()
+        try:
+            return _read(staged.path, self.name, 0, staged.info)
+        finally:
+            self.discard()
+
+    def stage(self) -> StagedDataset:
+        """Build the dataset into the staging directory: a (watcher, movie) rated twice keeps
+        its last rating; the features of watchers who rated nothing are dropped; both are
+        counted in the info. A refusal, or a write refused for lack of space
+        (RESOURCE_EXHAUSTED), removes the staging directory."""
+        try:
+            with storing(self._what), naming(self.staged / ARRAYS):
+                return self._stage()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _stage(self) -> StagedDataset:
         if not self.num_rows:
             raise InvalidArgument("chunks", "no ratings: an import needs at least one rating")
         listed, titles, genres = self._catalogue_text()
         described, ages, education = self._features()
-        watchers = self._ratings.join("watcher_ids", np.int64)
-        movie_ids, rows = _catalogue(self._ratings.join("movie_ids", np.int32), listed)
-        kept = _last_of_each_pair(watchers, rows, len(movie_ids))
-        watchers = watchers[kept]
-        starts = np.flatnonzero(np.r_[True, watchers[1:] != watchers[:-1]])
-        watcher_ids = watchers[starts]
-        del watchers
-        values = self._ratings.join("ratings", np.float32)[kept]
-        timestamps = self._ratings.join("timestamps", np.int64)[kept] if self._has_time else None
-        ratings = Ratings(
-            watcher_ids=watcher_ids,
-            indptr=np.append(starts, len(kept)).astype(np.int64),
-            movie_rows=rows[kept],
-            values=values,
-            timestamps=timestamps,
+        self._arrived.close()
+        movie_ids = np.union1d(self._rated.result(), listed)
+        sorted_columns = Columns(self.staged, "sorted.", SORTED)
+        rows = write_sparse_rows(
+            self._arrived,
+            *self._rated_by.result(),
+            movie_rows_of(movie_ids),
+            len(movie_ids),
+            self._grouped,
+            sorted_columns,
+            self.window_rows or window_rows(self.num_rows),
         )
+        self._arrived.remove()
+        watcher_ids = rows.watcher_ids
         # Features of the watchers who rated; the others' are dropped.
         at = np.searchsorted(watcher_ids, described)
         rated = at < len(watcher_ids)
@@ -258,35 +339,40 @@ class DatasetBuilder:
         age_years[at[rated]] = ages[rated]
         education_levels = np.full(len(watcher_ids), np.nan, dtype=np.float32)
         education_levels[at[rated]] = education[rated]
-        catalogue_titles = np.full(len(movie_ids), "", dtype=titles.dtype)
+        catalogue_titles = np.full(len(movie_ids), "", dtype=object)
         catalogue_titles[np.searchsorted(movie_ids, listed)] = titles
-        catalogue_genres = np.full(len(movie_ids), "", dtype=genres.dtype)
+        catalogue_genres = np.full(len(movie_ids), "", dtype=object)
         catalogue_genres[np.searchsorted(movie_ids, listed)] = genres
+        num_ratings = int(rows.indptr[-1])
         info = {
             "name": self.name,
             "description": self.description,
-            "num_ratings": len(values),
+            "num_ratings": num_ratings,
             "num_watchers": len(watcher_ids),
             "num_movies": len(movie_ids),
             "has_age": bool(np.isfinite(age_years).any()),
             "has_education": bool(np.isfinite(education_levels).any()),
-            "min_rating": float(values.min()),
-            "max_rating": float(values.max()),
+            "min_rating": rows.min_rating,
+            "max_rating": rows.max_rating,
             "num_titled_movies": int(np.count_nonzero(catalogue_titles != "")),
-            "num_duplicate_ratings": self.num_rows - len(values),
+            "num_duplicate_ratings": self.num_rows - num_ratings,
             "num_dropped_watchers": int(np.count_nonzero(~rated)),
         }
-        return StoredDataset(
-            name=self.name,
-            version=0,
-            info=info,
-            movie_ids=movie_ids,
-            titles=catalogue_titles,
-            genres=catalogue_genres,
-            ratings=ratings,
-            age_years=age_years,
-            education=education_levels,
+        arrays = {
+            "movie_ids": movie_ids,
+            "titles": catalogue_titles.astype(str),  # stored as numpy strings: no pickles
+            "genres": catalogue_genres.astype(str),
+            "watcher_ids": watcher_ids,
+            "indptr": rows.indptr,
+            "age_years": age_years,
+            "education": education_levels,
+        }
+        per_rating = ["movie_rows", "values"] + ["timestamps"] * self._has_time
+        write_npz_streamed(
+            self.staged / ARRAYS, arrays, {key: (sorted_columns, key) for key in per_rating}
         )
+        sorted_columns.remove()
+        return StagedDataset(self.name, self.staged, info, (self.staged / ARRAYS).stat().st_size)
 
     @property
     def _has_time(self) -> bool:
@@ -319,7 +405,7 @@ class DatasetBuilder:
         listed = np.unique(ids)
         merged = []
         for column in ("titles", "genres"):
-            text = part.join(column, str)
+            text = part.join(column, object)
             given = np.flatnonzero(text != "")  # "" = not given by this listing
             order = given[np.argsort(ids[given], kind="stable")]
             ids_sorted, text_sorted = ids[order], text[order]
@@ -339,41 +425,6 @@ class DatasetBuilder:
         return listed, merged[0], merged[1]
 
 
-def _catalogue(rated: np.ndarray, listed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every movie rated or listed (ascending) and each rating's row in it (int32)."""
-    top = int(max(rated.max(initial=-1), listed.max(initial=-1))) + 1
-    if top <= len(rated) + 2**20:
-        # A table by movie id, no bigger than the ratings: much faster than a search each.
-        seen = np.zeros(top, dtype=bool)
-        seen[rated] = True
-        seen[listed] = True
-        row_of = np.cumsum(seen, dtype=np.int32) - 1
-        return np.flatnonzero(seen), row_of[rated]
-    ids = np.sort(np.concatenate([rated, listed]))
-    ids = ids[np.r_[True, ids[1:] != ids[:-1]]]
-    return ids, np.searchsorted(ids, rated).astype(np.int32)
-
-
-def _last_of_each_pair(watchers: np.ndarray, rows: np.ndarray, num_movies: int) -> np.ndarray:
-    """Indices of the last rating of each (watcher, movie) pair, by watcher then movie."""
-    n = len(watchers)
-    if (int(watchers.max()) + 1) * num_movies * n < 2**63:
-        # One int64 per rating, (watcher, movie, arrival) in its digits: a plain sort of it
-        # is ~5x faster than a stable argsort of 25,000,000 pair keys in arrival order.
-        key = watchers * num_movies + rows
-        key *= n
-        key += np.arange(n)
-        key.sort()
-        order = key % n
-        del key
-    else:
-        order = np.lexsort((rows, watchers))  # stable: a pair's ratings in arrival order
-    w, r = watchers[order], rows[order]
-    last = np.ones(n, dtype=bool)
-    last[:-1] = (w[1:] != w[:-1]) | (r[1:] != r[:-1])
-    return order[last]
-
-
 def _metadata(info: dict[str, Any], data_bytes: int) -> bytes:
     """metadata.json, whose size_bytes counts the arrays and this file itself."""
     size = data_bytes
@@ -387,6 +438,30 @@ def _metadata(info: dict[str, Any], data_bytes: int) -> bytes:
 def _read_info(path: Path) -> dict[str, Any]:
     info: dict[str, Any] = json.loads((path / METADATA).read_text())
     return info
+
+
+def _read(path: Path, name: str, version: int, info: dict[str, Any]) -> StoredDataset:
+    """The dataset whose arrays are `path`'s dataset.npz."""
+    # An open file, not a path: np.load leaks its own handle on a damaged archive.
+    with open(path / ARRAYS, "rb") as f, np.load(f, allow_pickle=False) as npz:
+        a = {key: npz[key] for key in npz.files}
+    return StoredDataset(
+        name=name,
+        version=version,
+        info=info,
+        movie_ids=a["movie_ids"],
+        titles=a["titles"],
+        genres=a["genres"],
+        ratings=Ratings(
+            watcher_ids=a["watcher_ids"],
+            indptr=a["indptr"],
+            movie_rows=a["movie_rows"],
+            values=a["values"],
+            timestamps=a.get("timestamps"),
+        ),
+        age_years=a["age_years"],
+        education=a["education"],
+    )
 
 
 class DatasetStore:
@@ -471,42 +546,48 @@ class DatasetStore:
         """Store a built dataset as the name's next version; its info. A write refused for
         lack of space ends RESOURCE_EXHAUSTED with nothing stored."""
         with storing(f"a new version of dataset {dataset.name!r}"):
-            return self._save(dataset)
+            staged = staging_dir(self.root / dataset.name)
+            try:
+                ratings = dataset.ratings
+                arrays = {
+                    "movie_ids": dataset.movie_ids,
+                    "titles": dataset.titles,
+                    "genres": dataset.genres,
+                    "watcher_ids": ratings.watcher_ids,
+                    "indptr": ratings.indptr,
+                    "movie_rows": ratings.movie_rows,
+                    "values": ratings.values,
+                    "age_years": dataset.age_years,
+                    "education": dataset.education,
+                }
+                if ratings.timestamps is not None:
+                    arrays["timestamps"] = ratings.timestamps
+                write_npz(staged / ARRAYS, arrays)
+                data_bytes = (staged / ARRAYS).stat().st_size
+            except BaseException:
+                discard(staged)
+                raise
+            return self._commit(StagedDataset(dataset.name, staged, dataset.info, data_bytes))
 
-    def _save(self, dataset: StoredDataset) -> dict[str, Any]:
-        parent = self.root / dataset.name
-        staged = staging_dir(parent)
-        try:
-            ratings = dataset.ratings
-            arrays = {
-                "movie_ids": dataset.movie_ids,
-                "titles": dataset.titles,
-                "genres": dataset.genres,
-                "watcher_ids": ratings.watcher_ids,
-                "indptr": ratings.indptr,
-                "movie_rows": ratings.movie_rows,
-                "values": ratings.values,
-                "age_years": dataset.age_years,
-                "education": dataset.education,
-            }
-            if ratings.timestamps is not None:
-                arrays["timestamps"] = ratings.timestamps
-            write_npz(staged / ARRAYS, arrays)
-            data_bytes = (staged / ARRAYS).stat().st_size
-        except BaseException:
-            discard(staged)
-            raise
+    def commit(self, staged: StagedDataset) -> dict[str, Any]:
+        """Store a dataset staged in this store (a DatasetBuilder given its root) as the
+        name's next version; its info. Nothing is stored if this fails."""
+        with storing(f"a new version of dataset {staged.name!r}"):
+            return self._commit(staged)
+
+    def _commit(self, staged: StagedDataset) -> dict[str, Any]:
         created = datetime.now(UTC).isoformat()
 
-        def label(staged: Path, version: int) -> None:
-            info = {**dataset.info, "version": version, "create_time": created}
-            write_file(staged / METADATA, _metadata(info, data_bytes))
-            fsync_dir(staged)
+        def label(path: Path, version: int) -> None:
+            info = {**staged.info, "version": version, "create_time": created}
+            write_file(path / METADATA, _metadata(info, staged.data_bytes))
+            fsync_dir(path)
 
-        version = commit(parent, staged, label)
+        parent = self.root / staged.name
+        version = commit(parent, staged.path, label)
         info = _read_info(parent / str(version))
         with self._lock:
-            self._infos.setdefault(dataset.name, {})[version] = info
+            self._infos.setdefault(staged.name, {})[version] = info
         return info
 
     def load(self, name: str, version: int) -> StoredDataset:
@@ -518,29 +599,9 @@ class DatasetStore:
             raise NotFound(f"dataset {name!r} not found")
         path = self.root / name / str(version)
         try:
-            info = _read_info(path)
-            # An open file, not a path: np.load leaks its own handle on a damaged archive.
-            with open(path / ARRAYS, "rb") as f, np.load(f, allow_pickle=False) as npz:
-                a = {key: npz[key] for key in npz.files}
+            return _read(path, name, version, _read_info(path))
         except FileNotFoundError as exc:
             raise NotFound(f"dataset {name!r} has no version {version}") from exc
-        return StoredDataset(
-            name=name,
-            version=version,
-            info=info,
-            movie_ids=a["movie_ids"],
-            titles=a["titles"],
-            genres=a["genres"],
-            ratings=Ratings(
-                watcher_ids=a["watcher_ids"],
-                indptr=a["indptr"],
-                movie_rows=a["movie_rows"],
-                values=a["values"],
-                timestamps=a.get("timestamps"),
-            ),
-            age_years=a["age_years"],
-            education=a["education"],
-        )
 
     def list(self, name: str = "") -> list[dict[str, Any]]:
         """Infos sorted by name then version, of one dataset or all."""
