@@ -4,7 +4,6 @@ on data with latent tastes, the figures served after a restart."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,7 @@ def _meta(staged: Path) -> dict[str, Any]:
 
 def test_the_dataset_defaults_beat_popularity_on_latent_tastes(staged: Path) -> None:
     meta = _meta(staged)
-    defaults = dataclasses.asdict(config.resolve_training({}, source="dataset"))
+    defaults = config.wire_training(config.resolve_training({}, source="dataset"))
     assert {k: v for k, v in meta["training"].items() if k not in SMALL} == {
         k: v for k, v in defaults.items() if k not in SMALL
     }

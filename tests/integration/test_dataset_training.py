@@ -29,10 +29,12 @@ from movie_embeddings_server.training import keras_model as training
 from movie_embeddings_server.training import rows, worker
 
 GROUPS = 5
+# The Keras trainer's mechanics (stops inside a TensorFlow call, its validation pass) are
+# tested here; the dataset default's sampled trainer in tests/unit/test_sampled.py.
 SMALL = config.resolve_training(
     {
         **{"epochs": 3, "embedding_dim": 8, "hidden_units": 32, "learning_rate": 0.02},
-        **{"batch_size": 32, "validation_fraction": 0.1},
+        **{"batch_size": 32, "validation_fraction": 0.1, "trainer": "keras"},
     },
     source="dataset",
 )
@@ -156,7 +158,8 @@ def test_the_version_holds_the_catalogue_metadata_and_held_out_watchers(
         0.1 * (meta["num_train_watchers"] + meta["num_heldout_watchers"])
     )
     assert {"loss", "val_loss", "epochs_run", "train_seconds"} <= set(meta["metrics"])
-    assert meta["training"] == dataclasses.asdict(SMALL)
+    assert meta["training"] == config.wire_training(SMALL)
+    assert meta["trainer"] == config.local_training(SMALL)
     with np.load(staged / "weights.npz") as weights:
         catalogue = Catalogue.load(staged, len(weights["embedding"]))
     assert set(catalogue.movie_ids.tolist()) <= {10 * m + 1 for m in range(200)}
@@ -274,7 +277,8 @@ def test_the_trainer_never_builds_a_dense_matrix_of_the_whole_dataset(tmp_path: 
     DatasetStore(tmp_path).save(taste_dataset("wide", 50_000, 20_000, 4, seed=1))
     source = _source(dataset={"name": "wide", "version": 1}, min_likes_per_watcher=1, seed=0)
     spec = config.resolve_training(
-        {"embedding_dim": 4, "hidden_units": 8, "epochs": 1, "batch_size": 64}, source="dataset"
+        {"embedding_dim": 4, "hidden_units": 8, "epochs": 1, "batch_size": 64, "trainer": "keras"},
+        source="dataset",
     )
     runner = trainer.Trainer(Store(tmp_path))
     try:

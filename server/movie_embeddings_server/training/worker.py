@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import errors
-from ..config import DatasetTrainingSpec, SyntheticSpec, TrainSpec, resolve_dataset_training
+from ..config import (
+    DatasetTrainingSpec,
+    SyntheticSpec,
+    TrainSpec,
+    local_training,
+    resolve_dataset_training,
+    wire_training,
+)
 from ..errors import Cancelled
 from ..jobs import Epoch, refusal
 from ..model import known_watchers
@@ -37,7 +44,7 @@ from ..store.datasets import DatasetStore
 from ..store.models import Store, new_metadata
 from ..store.versions import fsync_dir, storing, write_npz
 from . import keras_model as training
-from . import quality, ranking, rows
+from . import quality, ranking, rows, sampled
 from .quiet_start import import_keras
 from .synthetic import generate
 
@@ -61,7 +68,8 @@ def _fit_metadata(
     if spec.validation_fraction:
         metrics["val_loss"] = trained.history[trained.best_epoch - 1].val_loss
     return {
-        "training": asdict(spec),
+        "training": wire_training(spec),  # TrainingConfig's fields
+        "trainer": local_training(spec),
         "metrics": metrics,
         "history": [asdict(e) for e in trained.history],
         "age_mean": trained.age_mean,
@@ -116,7 +124,8 @@ def run_dataset(
     )
     dataset_info = dataset.info
     del dataset  # every rating's arrays: freed before the model takes its memory
-    trained = training.train_sparse(prepared, spec, source.seed, on_epoch, stop)
+    fit = sampled.train_sampled if spec.trainer == "sampled" else training.train_sparse
+    trained = fit(prepared, spec, source.seed, on_epoch, stop)
     meta = new_metadata(
         dataset=asdict(source),
         dataset_info=dataset_info,
