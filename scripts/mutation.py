@@ -43,7 +43,11 @@ TARGETS = {
     "store": _server("store/models", "store", "datasets"),
     "loaded": _server("store/loaded", "store", "datasets"),
     "versions": _server(
-        "store/versions", "versions", "store", "datasets", slow=("integration/test_store_processes.py",)
+        "store/versions",
+        "versions",
+        "store",
+        "datasets",
+        slow=("integration/test_store_processes.py",),
     ),
     "security": _server("serving/security", "security_checks"),
     "config": _server("config", "config", "data", "rows"),

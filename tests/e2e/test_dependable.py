@@ -106,7 +106,12 @@ def test_a_new_version_swaps_in_under_load_with_no_failed_call(own: ServerProces
             expected["n", version] = tuple((x.movie_id, x.score) for x in n.neighbors)
             expected["r", version] = tuple(r.reconstructions[0].probabilities)
     assert expected["n", old] != expected["n", new]
-    assert all(answer == expected[kind, version] for kind, version, answer in seen)
+    # Concurrent calls share a pass over the layer (serving/batching.py): the same products
+    # summed in another order, equal to a lone call's to float32 rounding, where two versions
+    # differ by far more.
+    assert not np.allclose(expected["r", old], expected["r", new], rtol=1e-3)
+    for kind, version, answer in seen:
+        np.testing.assert_allclose(answer, expected[kind, version], rtol=1e-5, atol=1e-7)
     print(f"\n{len(seen)} calls during the swap, 0 failed; versions {sorted(set(versions))}")
 
 

@@ -289,7 +289,7 @@ def test_liked_titles_equal_liked_ids(server: ServerProcess, model: me.ModelInfo
 
     text = call(server, "reconstruct", "--liked-titles", "miserables", *common).stdout
     assert text.splitlines()[0] == "liked: Misérables, Les (1995) [2]"
-    assert text.splitlines()[1].startswith("probabilities: ")
+    assert text.splitlines()[1].split() == ["movie_id", "probability"]  # the top 3 alone
 
 
 def test_liked_titles_refuse_a_part_matching_nothing(

@@ -16,6 +16,7 @@ from conftest import (
 )
 
 import movie_embeddings as me
+from movie_embeddings_server.serving.process import START_TIMEOUT
 
 
 def _tensorflow_objects(pid: int) -> set[str]:
@@ -54,7 +55,7 @@ def test_the_trainer_starts_quietly_unless_the_log_level_is_debug(
     try:
         wait_until(  # its trainer process starts at once (trainer.warm)
             lambda: re.search(TENSORFLOW_START, debug.log_text(), re.IGNORECASE),
-            60,
+            START_TIMEOUT,  # TensorFlow's import: seconds, a minute or more on a busy machine
             "TensorFlow's start-up lines in the log at --log-level DEBUG",
         )
     finally:
