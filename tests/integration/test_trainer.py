@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,33 @@ def test_close_cancels_a_running_training_and_refuses_new_ones(tmp_path: Path) -
     with pytest.raises(trainer.Cancelled, match="shutting down"):
         t.start("m", SMALL, ONE_EPOCH)
     assert not (tmp_path / "big").exists() or [p.name for p in (tmp_path / "big").iterdir()] == []
+
+
+def test_a_finished_job_leaves_no_traced_graph_behind(tmp_path: Path) -> None:
+    # A Keras fit leaves a `CustomGradient-N` in TensorFlow's global gradient registry whose
+    # closure holds the traced train step (tensorflow#97697): ~5 MiB a job in a trainer
+    # process, until the worker's end_job drops the job's entries.
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    from movie_embeddings_server.training import keras_model, worker
+    from movie_embeddings_server.training.quiet_start import import_keras
+
+    keras = import_keras()
+    store = Store(tmp_path)
+
+    def job(seed: int) -> None:
+        registered = set(worker._gradient_registry())
+        synthetic = config.resolve_synthetic({"num_watchers": 100, "seed": seed})
+        worker.run(store, "m", synthetic, ONE_EPOCH, lambda _: None, keras_model.StopSignal())
+        worker.end_job(keras, registered)
+
+    def graphs() -> int:
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    job(1)
+    registered, traced = set(worker._gradient_registry()), graphs()
+    for seed in (2, 3):
+        job(seed)
+    assert set(worker._gradient_registry()) == registered
+    assert graphs() == traced

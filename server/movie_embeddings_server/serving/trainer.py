@@ -32,8 +32,9 @@ from ..store.models import Store
 log = logging.getLogger(__name__)
 
 KILL_AFTER = 10.0  # seconds a trainer process has to stop a cancelled job
-# Keras keeps ~5 MiB per fit that clear_session() does not free (measured: 16 fits of the
-# default model, 628 -> 712 MiB); a trainer process is replaced after this many jobs.
+# A trainer process is replaced after this many jobs: a safety net against what a long-lived
+# TensorFlow keeps. Keras fits used to keep ~5 MiB each (16 fits of the default model, 628 ->
+# 712 MiB): TensorFlow's gradient registry, which the worker's end_job now frees.
 RECYCLE_AFTER = 20
 
 
