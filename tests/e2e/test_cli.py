@@ -641,6 +641,8 @@ def test_serve_defaults_are_the_server_config_defaults() -> None:
         "max_message_bytes",
         "max_dataset_ratings",
         "max_concurrent_imports",
+        "batch_wait_us",
+        "max_batch_rows",
         "metrics_port",
         "poll_seconds",
         "server_id",

@@ -195,7 +195,8 @@ def test_each_pass_is_observed_with_its_rows() -> None:
 
     def call(rows: int) -> np.ndarray:
         start.wait(timeout=10)
-        return gatherer.run((object(), "reconstruct"), np.ones((rows, 1)), Passes(), CallEnd())
+        key = (object(), "reconstruct", "more")
+        return gatherer.run(key, np.ones((rows, 1)), Passes(), CallEnd())
 
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(call, [1, 2, 3]))

@@ -25,7 +25,7 @@ from .common import (
 DEFAULT_DATA_DIR = "data"
 # ServerConfig's default (a test keeps them equal): here, so that parsing need not load app.
 DEFAULT_MAX_DATASET_RATINGS = 50_000_000
-DEFAULT_BATCH_WAIT_US = 1000
+DEFAULT_BATCH_WAIT_US = 100
 DEFAULT_MAX_BATCH_ROWS = 32
 
 LIMIT_HELP = {

@@ -82,7 +82,7 @@ class Gatherer:
     ) -> None:
         self.wait = wait
         self.max_rows = max_rows
-        # observe(what, rows) after each pass: `what` is the key's last part ("reconstruct").
+        # observe(what, rows) after each pass: `what` is a (version, what, ...) key's second.
         self.observe = observe
         self._lock = threading.Lock()
         # Notified when a batch fills or a pass ends.
@@ -157,7 +157,7 @@ class Gatherer:
         leader, *others = batch.calls
         calls = [leader, *[c for c in others if not c.gone]]
         if self.observe is not None:
-            what = str(key[-1] if isinstance(key, tuple) else key)
+            what = str(key[1] if isinstance(key, tuple) else key)
             self.observe(what, sum(len(c.rows) for c in calls))
         try:
             if len(calls) == 1:
