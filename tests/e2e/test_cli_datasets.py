@@ -374,3 +374,16 @@ def test_filters_and_reasons_from_the_command_line(
         server, "reconstruct", "--liked", "1,3,5", "--top-k", "2", "--genre", "Action", *model
     )
     assert [r["movie_id"] % 2 for r in recon["recommendations"]] == [0, 0]
+
+
+def test_a_dataset_version_keeps_what_serving_and_reproducing_need(
+    server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
+) -> None:
+    """The dataset defaults train with the sampled trainer: its version holds the served
+    arrays and the settings, and no Keras model file (weights.npz rebuilds one)."""
+    info = client.get_model(me.ModelRef("clids", 1))
+    assert info.training.preset == "default"
+    stored = {p.name for p in (server.data_dir / "clids" / "1").iterdir()}
+    assert {"weights.npz", "metadata.json", "catalogue.npz"} <= stored
+    assert "model.keras" not in stored
+    assert client.reconstruct([1, 3], top_k=2, model="clids").recommendations

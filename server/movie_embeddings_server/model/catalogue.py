@@ -161,8 +161,10 @@ class Catalogue:
         return self._index
 
     def save(self, directory: Path) -> None:
+        # Compressed: titles are fixed-width (4 bytes a character of the longest title), so
+        # ml-latest-small's 9,742 take 6 MB uncompressed and ~0.3 MB compressed.
         with open(directory / FILE, "wb") as f:
-            np.savez(
+            np.savez_compressed(
                 f,
                 allow_pickle=False,
                 movie_ids=self.movie_ids,

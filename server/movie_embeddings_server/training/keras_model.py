@@ -75,7 +75,7 @@ class StopSignal:
 class Trained:
     """A trained Keras model, its exported weights and the age statistics it was trained with."""
 
-    model: Any  # keras.Model
+    model: Any  # keras.Model, stored with the version as model.keras; None: not stored
     weights: dict[str, np.ndarray]
     age_mean: float
     age_std: float

@@ -447,8 +447,11 @@ def train_sampled(
         batches.close()
     kept = 1 + int(np.nanargmax(monitored)) if spec.early_stopping_patience else len(history)
     weights = best if best is not None else model.weights()
+    # No Keras model in the version: its weights.npz and metadata are all serving and
+    # reproducing need (keras_model_of rebuilds the Keras model from them; at ML-25M size a
+    # model.keras would add another ~190 MB).
     return Trained(
-        model=keras_model_of(movies, spec, weights),
+        model=None,
         weights=weights,
         age_mean=rows.age_mean,
         age_std=rows.age_std,
