@@ -6,6 +6,7 @@ import re
 import uuid
 from pathlib import Path
 
+import pytest
 from conftest import (
     TENSORFLOW_START,
     ServerProcess,
@@ -43,8 +44,11 @@ def test_the_serving_process_never_maps_tensorflow(
 
 
 def test_the_trainer_starts_quietly_unless_the_log_level_is_debug(
-    server: ServerProcess, tmp_path: Path
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A level set in the environment wins over --log-level; this process may have set one
+    # (importing the Keras module does), and the servers started here inherit it.
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     # The session server (default level) trained `default` at its start, so TensorFlow has
     # loaded and looked for a GPU in its trainer process.
     assert not re.search(TENSORFLOW_START, server.log_text(), re.IGNORECASE)

@@ -269,7 +269,9 @@ def test_nearest_filters_apply_before_the_k_nearest_are_taken(
             vector=catalogue.unit[query] * 3, k=len(others), model=MODEL, **filters
         )
         assert {n.movie_id for n in by_vector} <= {*expected, query}, filters
-    excluded = client.nearest_movies(query, k=3, model=MODEL, genres=["Horror"], exclude=[2])
+    excluded = client.nearest_movies(
+        query, k=3, model=MODEL, genres=["Horror"], exclude=[2], min_likes=0
+    )
     horror = _ranked(cosine, {m for m in others if m % 3 == 2 and m != 2})
     assert [n.movie_id for n in excluded] == horror[:3]
 
