@@ -239,3 +239,18 @@ def test_top_k_of_a_large_array_mostly_excluded_is_exact() -> None:
     assert got[:50] == high.tolist() and len(got) == 100
     only_three = np.setdiff1d(np.arange(n), [5, 500, 5000])
     assert search.top_k(scores, 5, only_three).tolist() == [5, 500, 5000]
+
+
+@pytest.mark.parametrize("n", [50, 20_000])
+def test_top_k_leaves_out_a_mask_as_it_does_excluded_rows(n: int) -> None:
+    rng = np.random.default_rng(n)
+    row_scores = rng.random(n).astype(np.float32)
+    excluded = rng.choice(n, 5, replace=False).tolist()
+    leave_out = rng.random(n) < 0.3
+    merged = leave_out.copy()
+    merged[excluded] = True
+    before = row_scores.copy()
+    got = search.top_k(row_scores, 10, excluded, leave_out)
+    assert got.tolist() == search.top_k(row_scores, 10, merged).tolist()
+    assert not merged[got].any()
+    np.testing.assert_array_equal(row_scores, before)  # the caller's scores are untouched

@@ -50,8 +50,14 @@ SMALL = 4096  # up to this many rows a full stable sort is cheaper than anything
 _SAMPLE = 1024  # scores sampled to guess a threshold that keeps a few times k candidates
 
 
-def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray | list[int]) -> np.ndarray:
-    """Indices of the k best rows not in `excluded`, best first, ties by lower index.
+def top_k(
+    row_scores: np.ndarray,
+    k: int,
+    excluded: np.ndarray | list[int],
+    leave_out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices of the k best rows not in `excluded` (indices or a mask) nor masked by
+    `leave_out` (a filter's mask), best first, ties by lower index.
 
     Exact. Large arrays avoid sorting or partitioning everything: a threshold read off a
     strided sample keeps a few times k candidates (all scores >= it, so every tie at the
@@ -61,6 +67,8 @@ def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray | list[int]) -> n
     if n > SMALL and k < n // 64:
         scores = row_scores.astype(np.float64)  # a copy; excluded rows become -inf in it
         scores[excluded] = -np.inf
+        if leave_out is not None:
+            scores[leave_out] = -np.inf
         sample = scores[:: n // _SAMPLE]
         rank = min(len(sample) - 1, max(4 * k, 64) * len(sample) // n)
         threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
@@ -72,6 +80,8 @@ def top_k(row_scores: np.ndarray, k: int, excluded: np.ndarray | list[int]) -> n
     # index; excluded rows, and any scored -inf, go last as +inf and are cut off.
     negated = -row_scores
     negated[excluded] = np.inf
+    if leave_out is not None:
+        negated[leave_out] = np.inf
     order = negated.argsort(kind="stable")[:k]
     if len(order) and negated[order[-1]] == np.inf:
         order = order[: np.count_nonzero(negated[order] < np.inf)]

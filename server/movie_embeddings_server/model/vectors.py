@@ -74,10 +74,7 @@ class MovieVectors:
         if vector is None or scores is None:
             scores = self._scores_alone
         row_scores = scores(query, metric)
-        if leave_out is not None:
-            leave_out = leave_out.copy()
-            leave_out[exclude] = True
-        rows = search.top_k(row_scores, k, exclude if leave_out is None else leave_out)
+        rows = search.top_k(row_scores, k, exclude, leave_out)
         return rows.tolist(), row_scores[rows].tolist()
 
     def nearest_liked(self, chosen: np.ndarray, liked: list[int], n: int = 3) -> np.ndarray:

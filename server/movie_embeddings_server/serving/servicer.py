@@ -221,12 +221,7 @@ class MovieEmbeddingServicer(
         )
         response = pb.ReconstructResponse(model=ref_of(served))
         for (_, liked), probabilities in zip(found, matrix, strict=True):
-            if leave_out is None:
-                chosen = search.top_k(probabilities, request.top_k, liked)
-            else:
-                excluded = leave_out.copy()
-                excluded[liked] = True
-                chosen = search.top_k(probabilities, request.top_k, excluded)
+            chosen = search.top_k(probabilities, request.top_k, liked, leave_out)
             _add_reconstruction(
                 response,
                 served.catalogue,
