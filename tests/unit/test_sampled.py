@@ -27,6 +27,18 @@ SPEC = TrainSpec(
 )
 
 
+def keras_model_of(num_movies: int, spec: TrainSpec, weights: dict[str, np.ndarray]) -> Any:
+    """The Keras model (keras_model.build_model) holding the sampled trainer's weights."""
+    model = keras_model.build_model(num_movies, spec)
+    model.get_layer("embedding").kernel.assign(weights["embedding"])
+    hidden, output = model.get_layer("hidden"), model.get_layer("output")
+    hidden.kernel.assign(weights["hidden_kernel"])
+    hidden.bias.assign(weights["hidden_bias"])
+    output.kernel.assign(weights["output_kernel"])
+    output.bias.assign(weights["output_bias"])
+    return model
+
+
 def _likes(rng: np.random.Generator, n: int, movies: int, per_watcher: int) -> Likes:
     """n watchers, each liking `per_watcher` distinct movies, more often the popular ones."""
     popularity = 1.0 / np.arange(1, movies + 1)
@@ -82,7 +94,7 @@ def model_and_data() -> tuple[sampled.SampledModel, Likes, np.ndarray]:
 
 def test_ids_in_equal_the_dense_keras_model(model_and_data: Any) -> None:
     model, likes, features = model_and_data
-    keras = sampled.keras_model_of(likes.num_columns, SPEC, model.weights())
+    keras = keras_model_of(likes.num_columns, SPEC, model.weights())
     dense = likes.dense(np.arange(len(likes)))
     want = np.asarray(keras([dense, features], training=False))
     got = 1.0 / (1.0 + np.exp(-model.logits(likes, features)))
@@ -92,7 +104,7 @@ def test_ids_in_equal_the_dense_keras_model(model_and_data: Any) -> None:
 def _keras_loss(model: sampled.SampledModel, likes: Likes, features: np.ndarray) -> float:
     import keras
 
-    net = sampled.keras_model_of(likes.num_columns, SPEC, model.weights())
+    net = keras_model_of(likes.num_columns, SPEC, model.weights())
     dense = likes.dense(np.arange(len(likes)))
     return float(keras.losses.BinaryCrossentropy()(dense, net([dense, features])))
 

@@ -40,7 +40,7 @@ from ..config import TrainSpec
 from ..errors import Cancelled
 from ..jobs import Epoch, seconds_left
 from . import keras_model, ranking
-from .keras_model import VALIDATION_RANKED, StopSignal, Trained, build_model
+from .keras_model import VALIDATION_RANKED, StopSignal, Trained
 from .rows import Inputs, Likes, Rows
 
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # Keras's Adam defaults
@@ -448,7 +448,7 @@ def train_sampled(
     kept = 1 + int(np.nanargmax(monitored)) if spec.early_stopping_patience else len(history)
     weights = best if best is not None else model.weights()
     # No Keras model in the version: its weights.npz and metadata are all serving and
-    # reproducing need (keras_model_of rebuilds the Keras model from them; at ML-25M size a
+    # reproducing need (keras_model.build_model holds them again; at ML-25M size a
     # model.keras would add another ~190 MB).
     return Trained(
         model=None,
@@ -487,15 +487,3 @@ def _event(
         epoch_seconds_left=epoch_left,
         run_seconds_left=run_left,
     )
-
-
-def keras_model_of(num_movies: int, spec: TrainSpec, weights: dict[str, np.ndarray]) -> Any:
-    """The Keras model (keras_model.build_model) holding `weights`: what a version stores."""
-    model = build_model(num_movies, spec)
-    model.get_layer("embedding").kernel.assign(weights["embedding"])
-    hidden, output = model.get_layer("hidden"), model.get_layer("output")
-    hidden.kernel.assign(weights["hidden_kernel"])
-    hidden.bias.assign(weights["hidden_bias"])
-    output.kernel.assign(weights["output_kernel"])
-    output.bias.assign(weights["output_bias"])
-    return model
