@@ -51,10 +51,14 @@ RECONSTRUCT = "Reconstruct 1 watcher, 20 liked ids, top_k 10"
 
 
 class Context:
-    """What a handler asks of its gRPC context here: somewhere to put trailing metadata."""
+    """What a handler asks of its gRPC context here: somewhere to put trailing metadata, and
+    a callback at the call's end (a gathering servicer's; this one's never gathers)."""
 
     def set_trailing_metadata(self, metadata: object) -> None:
         self.trailing_metadata = metadata
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return True  # the call is live: the callback would run at its end
 
 
 def busy(seconds: float) -> None:

@@ -56,17 +56,18 @@ def _packed_floats(values: np.ndarray) -> bytes:
 def _add_reconstruction(
     response: pb.ReconstructResponse,
     catalogue: Catalogue,
-    answered: np.ndarray | None,
     probabilities: np.ndarray,
     chosen: np.ndarray,
+    every: bool = True,
     because: np.ndarray | None = None,
 ) -> None:
     """One watcher's chosen rows as recommendations (the catalogue's ids, probabilities,
-    titles), with every movie's probability when `answered` holds them, and each one's
-    liked rows that led to it when `because` holds them (a row per chosen row)."""
+    titles), with every movie's probability unless `every` is false (recommendations_only),
+    and each one's liked rows that led to it when `because` holds them (a row per chosen
+    row)."""
     reconstruction = response.reconstructions.add()
-    if answered is not None:
-        reconstruction.MergeFromString(_packed_floats(answered))  # probabilities: field 1
+    if every:
+        reconstruction.MergeFromString(_packed_floats(probabilities))  # probabilities: field 1
     add = reconstruction.recommendations.add  # builds in place: extend would copy each
     for m, r, p in zip(
         catalogue.ids(chosen).tolist(), chosen.tolist(), probabilities[chosen].tolist(), strict=True
@@ -225,9 +226,9 @@ class MovieEmbeddingServicer(
             _add_reconstruction(
                 response,
                 served.catalogue,
-                None if request.recommendations_only else probabilities,
                 probabilities,
                 chosen,
+                not request.recommendations_only,
                 served.nearest_liked(chosen, liked) if request.because else None,
             )
         return response
