@@ -11,6 +11,7 @@ import numpy as np
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 
 from .. import errors
+from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel
 from .model_rpcs import ref_of
 from .rpc import handler
@@ -20,6 +21,28 @@ from .rpc import handler
 PAGE_BYTES = 1 << 20
 ROW_BYTES = 128
 MAX_PAGE_SIZE = 100_000
+
+
+def _movie_vectors(
+    catalogue: Catalogue, rows: np.ndarray, matrix: np.ndarray, described: bool = False
+) -> list[pb.MovieVector]:
+    """The rows' MovieVector messages, with their titles; `described` adds their genres and
+    like counts (StreamMovieVectors' pages carry them, BatchGetMovieVectors' answer does not)."""
+    return [
+        pb.MovieVector(
+            movie_id=i,
+            vector=vector,
+            title=catalogue.title(row),
+            **(
+                {"genres": catalogue.genre_list(row), "num_likes": int(catalogue.num_likes[row])}
+                if described
+                else {}
+            ),
+        )
+        for i, row, vector in zip(
+            catalogue.ids(rows).tolist(), rows.tolist(), matrix.tolist(), strict=True
+        )
+    ]
 
 
 class MovieRpcs:
@@ -51,19 +74,9 @@ class MovieRpcs:
         self, request: pb.BatchGetMovieVectorsRequest, context: grpc.ServicerContext
     ) -> pb.BatchGetMovieVectorsResponse:
         served = self._model(request.model)
-        catalogue = served.catalogue
         rows, matrix = served.vectors(np.asarray(request.movie_ids, dtype=np.int64))
         return pb.BatchGetMovieVectorsResponse(
-            vectors=[
-                pb.MovieVector(movie_id=i, vector=vector, title=catalogue.title(row))
-                for i, row, vector in zip(
-                    catalogue.ids(rows).tolist(),
-                    rows.tolist(),
-                    matrix.tolist(),
-                    strict=True,
-                )
-            ],
-            model=ref_of(served),
+            vectors=_movie_vectors(served.catalogue, rows, matrix), model=ref_of(served)
         )
 
     @handler
@@ -76,27 +89,14 @@ class MovieRpcs:
                 f"must be in [0, {MAX_PAGE_SIZE}] (0 = ~1 MiB pages), got {request.page_size}",
             )
         served = self._model(request.model)
-        catalogue = served.catalogue
         rows, matrix = served.vectors(np.asarray(request.movie_ids, dtype=np.int64))
         page = request.page_size or max(1, PAGE_BYTES // (4 * served.embedding_dim + ROW_BYTES))
         for start in range(0, len(rows), page):
             chosen = rows[start : start + page]
             yield pb.StreamMovieVectorsResponse(
-                vectors=[
-                    pb.MovieVector(
-                        movie_id=i,
-                        vector=vector,
-                        title=catalogue.title(row),
-                        genres=catalogue.genre_list(row),
-                        num_likes=int(catalogue.num_likes[row]),
-                    )
-                    for i, row, vector in zip(
-                        catalogue.ids(chosen).tolist(),
-                        chosen.tolist(),
-                        matrix[start : start + page].tolist(),
-                        strict=True,
-                    )
-                ],
+                vectors=_movie_vectors(
+                    served.catalogue, chosen, matrix[start : start + page], described=True
+                ),
                 model=ref_of(served),
                 total_movies=len(rows),
             )
