@@ -28,21 +28,16 @@ def _movie_vectors(
 ) -> list[pb.MovieVector]:
     """The rows' MovieVector messages, with their titles; `described` adds their genres and
     like counts (StreamMovieVectors' pages carry them, BatchGetMovieVectors' answer does not)."""
-    return [
-        pb.MovieVector(
-            movie_id=i,
-            vector=vector,
-            title=catalogue.title(row),
-            **(
-                {"genres": catalogue.genre_list(row), "num_likes": int(catalogue.num_likes[row])}
-                if described
-                else {}
-            ),
-        )
-        for i, row, vector in zip(
-            catalogue.ids(rows).tolist(), rows.tolist(), matrix.tolist(), strict=True
-        )
-    ]
+    vectors = []
+    for i, row, vector in zip(
+        catalogue.ids(rows).tolist(), rows.tolist(), matrix.tolist(), strict=True
+    ):
+        message = pb.MovieVector(movie_id=i, vector=vector, title=catalogue.title(row))
+        if described:
+            message.genres[:] = catalogue.genre_list(row)
+            message.num_likes = int(catalogue.num_likes[row])
+        vectors.append(message)
+    return vectors
 
 
 class MovieRpcs:
