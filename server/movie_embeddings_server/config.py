@@ -55,6 +55,10 @@ class TrainSpec:
     # cross-entropy over `negatives` movies a step (expected; 0: every movie), lazy Adam.
     trainer: str = "keras"
     negatives: int = 2048
+    # When > 0 (the dataset default, unless a request sets batch_size): batch_size grows, in
+    # steps of itself, until an epoch of the fitted watchers is at most this many steps
+    # (batch_size_for).
+    max_steps_per_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ INITIALIZERS = (
 
 SCHEDULES = ("constant", "cosine")
 TRAINERS = ("keras", "sampled")
-LOCAL_FIELDS = ("trainer", "negatives")  # TrainSpec's fields that TrainingConfig has not
+# TrainSpec's fields that TrainingConfig has not
+LOCAL_FIELDS = ("trainer", "negatives", "max_steps_per_epoch")
 
 
 def wire_training(spec: TrainSpec) -> dict[str, Any]:
@@ -139,9 +144,14 @@ _SYNTHETIC_DEFAULT = TrainSpec(
 # gained nothing measurable. Trained by training/sampled.py (ids in, a sampled cross-entropy
 # over 2,048 movies a step, lazy Adam): on ml-latest-small (seeds 1-3) Recall@20 / NDCG@100
 # 0.296 / 0.326 against Keras's 0.300 / 0.333 with these settings (seed spread +-0.02), in
-# ~25 CPU-seconds against ~35; at the ML-25M shape ~125 CPU-seconds an epoch against
-# Keras's ~1,650 s. A whole-catalogue sample (negatives 0) ranked the same as 2,048; batches
-# of 128 or 256 ranked worse on ml-latest-small (0.281-0.284 Recall@20).
+# ~25 CPU-seconds against ~35. A whole-catalogue sample (negatives 0) ranked the same as
+# 2,048; batches of 128 or 256 ranked worse on ml-latest-small (0.281-0.284 Recall@20). Many
+# watchers make many steps: at the ML-25M shape (~131,000 fitted watchers, 2,056 steps of 64)
+# an epoch took ~125 CPU-seconds (Keras: ~1,650 s) and the best epoch was the first (NDCG@100
+# 0.183, then falling); in batches of 256 at the same learning rate an epoch took ~60 s and
+# NDCG@100 rose to 0.225 by the third. So the batch grows, in steps of 64, to keep an epoch
+# within 600 steps: 64 up to 38,400 fitted watchers (ml-latest-small, ML-1M), 128 at an
+# ML-10M shape, 256 at ML-25M's.
 _DATASET_DEFAULT = TrainSpec(
     preset="default",
     embedding_dim=200,
@@ -157,12 +167,24 @@ _DATASET_DEFAULT = TrainSpec(
     input_dropout=0.5,
     trainer="sampled",
     negatives=2048,
+    max_steps_per_epoch=600,
 )
 # Presets by the source of the training data; the notebook's settings are the same for any.
 _PRESETS = {
     "synthetic": {"default": _SYNTHETIC_DEFAULT, "notebook": TrainSpec()},
     "dataset": {"default": _DATASET_DEFAULT, "notebook": TrainSpec()},
 }
+
+
+def batch_size_for(spec: TrainSpec, fitted_watchers: int) -> TrainSpec:
+    """`spec` with the batch size it trains `fitted_watchers` with: its own, or with
+    max_steps_per_epoch set, the least multiple of it that keeps an epoch within that many
+    steps (at the dataset default: 64 up to 38,400 watchers; 256 at ML-25M's ~131,000)."""
+    cap = spec.max_steps_per_epoch
+    if not cap or fitted_watchers <= spec.batch_size * cap:
+        return spec
+    multiple = math.ceil(fitted_watchers / (spec.batch_size * cap))
+    return replace(spec, batch_size=spec.batch_size * multiple)
 
 
 def _check_range(field: str, value: float, low: float, high: float) -> None:
@@ -201,6 +223,8 @@ def resolve_training(
     if preset not in PRESETS:
         raise InvalidArgument("training.preset", f"must be one of {PRESETS}, got {quoted(preset)}")
     spec = replace(_PRESETS[source][preset], **{k: v for k, v in given.items() if k != "preset"})
+    if "batch_size" in given:  # the caller's batch, as given, whatever the data
+        spec = replace(spec, max_steps_per_epoch=0)
     _check_range("training.embedding_dim", spec.embedding_dim, 1, limits.max_embedding_dim)
     _check_range("training.hidden_units", spec.hidden_units, 1, limits.max_hidden_units)
     _check_range("training.epochs", spec.epochs, 1, limits.max_epochs)

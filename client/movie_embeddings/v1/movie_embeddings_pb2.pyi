@@ -229,7 +229,9 @@ class TrainingConfig(_message.Message):
     epochs: _builtins.int
     """Passes over the training data. 0 = the preset's (24 / 10). Bound: 1..1000."""
     batch_size: _builtins.int
-    """Watchers per gradient step. 0 = the preset's (64 / 32). Bound: 1..1000000."""
+    """Watchers per gradient step. 0 = the preset's (64 / 32; on a dataset, 64
+    growing in steps of 64 to keep an epoch within 600 steps). Bound: 1..1000000.
+    """
     learning_rate: _builtins.float
     """Adam's (initial) learning rate. 0 = the preset's (0.02 / 0.001).
     Bound: > 0 and <= 1.

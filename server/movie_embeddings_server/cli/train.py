@@ -110,7 +110,12 @@ TRAINING_OPTIONS = [
     _training(
         "--epochs", positive_int, "passes over the data (at most; see --early-stopping-patience)"
     ),
-    _training("--batch-size", positive_int, "watchers per gradient step"),
+    _training(
+        "--batch-size",
+        positive_int,
+        "watchers per gradient step (unset, on a dataset: grows in steps of 64 to keep an "
+        "epoch within 600 steps)",
+    ),
     _training("--learning-rate", positive_float, "Adam's (initial) learning rate"),
     _training(
         "--validation-fraction",

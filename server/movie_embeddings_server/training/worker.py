@@ -31,8 +31,10 @@ from ..config import (
     DatasetTrainingSpec,
     SyntheticSpec,
     TrainSpec,
+    batch_size_for,
     local_training,
     resolve_dataset_training,
+    train_rows,
     wire_training,
 )
 from ..errors import Cancelled
@@ -67,6 +69,7 @@ def _fit_metadata(
     }
     if spec.validation_fraction:
         metrics["val_loss"] = trained.history[trained.best_epoch - 1].val_loss
+        metrics["best_epoch"] = trained.best_epoch  # the epoch whose weights were kept
     return {
         "training": wire_training(spec),  # TrainingConfig's fields
         "trainer": local_training(spec),
@@ -124,6 +127,7 @@ def run_dataset(
     )
     dataset_info = dataset.info
     del dataset  # every rating's arrays: freed before the model takes its memory
+    spec = batch_size_for(spec, train_rows(len(prepared.train), spec.validation_fraction))
     fit = sampled.train_sampled if spec.trainer == "sampled" else training.train_sparse
     trained = fit(prepared, spec, source.seed, on_epoch, stop)
     meta = new_metadata(
