@@ -17,12 +17,12 @@ from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from movie_embeddings_server import config
 from movie_embeddings_server.errors import Cancelled
 from movie_embeddings_server.model.catalogue import Catalogue
-from movie_embeddings_server.model.inference import ServedModel
+from movie_embeddings_server.model.inference import ServedModel, Watchers
 from movie_embeddings_server.serving.app import ServerConfig, create_server
 from movie_embeddings_server.store.datasets import DatasetBuilder, DatasetStore, StoredDataset
 from movie_embeddings_server.store.models import Store
+from movie_embeddings_server.training import calibration, ranking, rows, worker
 from movie_embeddings_server.training import keras_model as training
-from movie_embeddings_server.training import ranking, rows, worker
 
 GROUPS = 6
 FIGURES = {
@@ -199,3 +199,28 @@ def test_the_figures_are_served_and_survive_a_restart(data_dir: Path) -> None:
     assert trained.ref.version == 1
     assert set(trained.metrics) >= FIGURES
     assert dict(get_or_train(None).metrics) == dict(trained.metrics)
+
+
+def test_the_calibration_comes_from_the_stored_version(staged: Path) -> None:
+    deciles = calibration.of_version(staged)
+    served, likes, watchers = _reloaded(staged)
+    folded, held = likes.fold_in(ranking.HELD_SHARE, _meta(staged)["dataset"]["seed"])
+    every = np.arange(len(likes))
+    inputs = folded.dense(every)
+    ages = np.where(np.isfinite(watchers.age_years), watchers.age_years, served.age_mean)
+    probabilities = served.forward(Watchers(inputs, ages, np.nan_to_num(watchers.education)))
+    cells = inputs == 0  # the movies not folded in
+    assert len(deciles) == calibration.DECILES
+    assert sum(d.cells for d in deciles) == np.count_nonzero(cells)
+    assert max(d.cells for d in deciles) - min(d.cells for d in deciles) <= 1
+    weighted = [
+        sum(getattr(d, f) * d.cells for d in deciles) / cells.sum()
+        for f in ("predicted", "observed")
+    ]
+    assert weighted[0] == pytest.approx(probabilities[cells].mean(dtype=np.float64), rel=1e-6)
+    assert weighted[1] == pytest.approx(held.dense(every)[cells].mean(dtype=np.float64), rel=1e-9)
+    predicted = [d.predicted for d in deciles]
+    assert predicted == sorted(predicted)
+    observed = [d.observed for d in deciles]
+    assert observed[-1] > 5 * np.mean(observed[:5]), observed  # the ranking separates likes
+    print([(round(d.predicted, 4), round(d.observed, 4)) for d in deciles])

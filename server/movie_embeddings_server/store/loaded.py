@@ -41,6 +41,19 @@ def check_label(field: str, label: str) -> str:
     return label
 
 
+def read_version(path: Path, name: str, version: int) -> ServedModel:
+    """Version `version` of model `name`, stored in `path` (a store's NAME/VERSION, or a
+    version still staged)."""
+    meta = json.loads((path / METADATA).read_text())
+    # An open file, not a path: np.load leaks its own handle on a damaged archive.
+    with open(path / WEIGHTS, "rb") as f, np.load(f) as npz:
+        weights = {k: npz[k] for k in WEIGHT_NAMES}
+    catalogue = Catalogue.load(path, len(weights["embedding"]))
+    served = ServedModel(name, version, weights, meta, catalogue)
+    served.directory = path
+    return served
+
+
 class LoadedVersions:
     """The versions read into memory under `root`, by model and version, and each model's
     labels as last read; `resolve` finds the one a query asks for. `Store` (models.py) keeps
@@ -90,15 +103,7 @@ class LoadedVersions:
         return count
 
     def _read(self, name: str, version: int) -> ServedModel:
-        path = self.root / name / str(version)
-        meta = json.loads((path / METADATA).read_text())
-        # An open file, not a path: np.load leaks its own handle on a damaged archive.
-        with open(path / WEIGHTS, "rb") as f, np.load(f) as npz:
-            weights = {k: npz[k] for k in WEIGHT_NAMES}
-        catalogue = Catalogue.load(path, len(weights["embedding"]))
-        served = ServedModel(name, version, weights, meta, catalogue)
-        served.directory = path
-        return served
+        return read_version(self.root / name / str(version), name, version)
 
     def _register(self, served: ServedModel) -> None:
         with self._lock:

@@ -47,6 +47,7 @@ from ..store.models import Store, new_metadata
 from ..store.versions import fsync_dir, storing, write_npz
 from . import keras_model as training
 from . import quality, ranking, rows, sampled
+from .calibration import HELDOUT  # a dataset version's held-out watchers, to measure it later
 from .quiet_start import import_keras
 from .synthetic import generate
 
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 # Below the serving process in the CPU scheduler's eyes: on a busy machine queries come first.
 NICENESS = 10
-HELDOUT = "heldout.npz"  # a dataset model's held-out watchers, for measuring it later
 
 
 def _fit_metadata(
