@@ -85,11 +85,16 @@ def requests(served: ServedModel, seed: int) -> dict[str, list[object]]:
     return {"Reconstruct top 10 (20 liked ids)": reconstructs, "NearestMovies by vector": nearest}
 
 
-PASSES = {"Reconstruct": "reconstruct", "NearestMovies": "nearest"}
+# The label of a method's gathered passes in the server's metrics (NearestMovies is never
+# gathered).
+PASSES = {"Reconstruct": "reconstruct"}
 
 
-def gathered(url: str, what: str) -> tuple[float, float]:
-    """(passes, rows) the server's gathered passes of `what` have counted so far."""
+def gathered(url: str, method: str) -> tuple[float, float]:
+    """(passes, rows) the server's gathered passes of `method` have counted so far."""
+    what = PASSES.get(method)
+    if what is None:
+        return 0.0, 0.0
     with urllib.request.urlopen(url, timeout=10) as reply:
         text = reply.read().decode()
     found = {
@@ -157,11 +162,11 @@ def bench_wait(
                 "≤ 1.3x",
             )
             one = throughput(lambda m=method, q=queries: rotating(server.target, m, q), 1, seconds)
-            before = gathered(metrics, PASSES[method])
+            before = gathered(metrics, method)
             many = throughput(
                 lambda m=method, q=queries: rotating(server.target, m, q), CALLERS, seconds
             )
-            passes, rows = np.subtract(gathered(metrics, PASSES[method]), before)
+            passes, rows = np.subtract(gathered(metrics, method), before)
             per_pass = f", {rows / passes:.1f} per pass" if passes else ""
             table.add(
                 f"{what}, {CALLERS} callers, wait {wait_us} µs",

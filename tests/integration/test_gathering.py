@@ -1,8 +1,10 @@
-"""Reconstruct and NearestMovies by vector through a real server that gathers concurrent calls:
-top-k answers, gathered calls answered as lone ones, and each call's own end."""
+"""Reconstruct through a real server that gathers concurrent calls: top-k answers, gathered
+calls answered as lone ones, and each call's own end; NearestMovies by vector, which it never
+gathers, answered alike together and alone."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,31 +12,50 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from movie_embeddings_server import config
-from movie_embeddings_server.serving.app import ServerConfig, create_server
+from movie_embeddings_server.serving.app import Running, ServerConfig, create_server
 
 WAIT_US = 300_000  # long, so that calls started together surely share a pass
 TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pb_grpc.MovieEmbeddingServiceStub]:
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     data: Path = tmp_path_factory.mktemp("gathering")
     server, running = create_server(
-        ServerConfig(data, port=0, batch_wait_us=WAIT_US, max_batch_rows=32)
+        ServerConfig(data, port=0, batch_wait_us=WAIT_US, max_batch_rows=32, metrics_port=0)
     )
     server.start()
     try:
         for name, seed in (("g1", 1), ("g2", 2)):
             synthetic = config.resolve_synthetic({"num_watchers": 300, "seed": seed})
             running.trainer.train(name, synthetic, config.resolve_training({"epochs": 3}))
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield pb_grpc.MovieEmbeddingServiceStub(channel)
+        yield running
     finally:
         running.stop(None)
+
+
+@pytest.fixture(scope="module")
+def stub(running: Running) -> Iterator[pb_grpc.MovieEmbeddingServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        yield pb_grpc.MovieEmbeddingServiceStub(channel)
+
+
+def gathered_rows(running: Running) -> dict[str, float]:
+    """The rows the server's gathered passes have computed so far, by what they computed."""
+    url = f"http://127.0.0.1:{running.metrics_http.server_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        sample.labels["pass"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "movie_embeddings_gathered_rows_sum"
+    }
 
 
 def reconstruct(model: str, liked: list[int], top_k: int, only: bool) -> pb.ReconstructRequest:
@@ -120,14 +141,29 @@ def test_gathered_reconstructs_equal_lone_ones(stub: pb_grpc.MovieEmbeddingServi
             )
 
 
-def test_gathered_nearest_by_vector_equals_lone(stub: pb_grpc.MovieEmbeddingServiceStub) -> None:
+def test_concurrent_nearest_by_vector_is_answered_alone_as_a_lone_call(
+    stub: pb_grpc.MovieEmbeddingServiceStub, running: Running
+) -> None:
     alone = [stub.NearestMovies(r, timeout=TIMEOUT) for r in NEAREST]
-    together = all_at_once(stub, "NearestMovies", NEAREST)
-    for lone, gathered in zip(alone, together, strict=True):
-        assert [n.movie_id for n in gathered.neighbors] == [n.movie_id for n in lone.neighbors]
-        np.testing.assert_allclose(
-            [n.score for n in gathered.neighbors], [n.score for n in lone.neighbors], rtol=1e-5
-        )
+    before = gathered_rows(running)
+    nearest = [stub.NearestMovies.future(r, timeout=TIMEOUT) for r in NEAREST]
+    reconstructs = [stub.Reconstruct.future(r, timeout=TIMEOUT) for r in RECONSTRUCTS]
+    together = [future.result() for future in nearest]
+    for future in reconstructs:
+        future.result()
+    after = gathered_rows(running)
+    # Sent together with Reconstructs, whose watchers went through gathered passes, the
+    # NearestMovies calls went through none; each answer is the very one (ids and scores,
+    # exactly) a lone call gets.
+    grown = {what: rows - before.get(what, 0) for what, rows in after.items()}
+    assert {what: rows for what, rows in grown.items() if rows} == {
+        "reconstruct": len(RECONSTRUCTS)
+    }
+    for lone, concurrent in zip(alone, together, strict=True):
+        assert concurrent.model == lone.model
+        assert [(n.movie_id, n.score) for n in concurrent.neighbors] == [
+            (n.movie_id, n.score) for n in lone.neighbors
+        ]
 
 
 def test_a_gathered_call_ends_with_its_own_code_and_the_others_are_answered(

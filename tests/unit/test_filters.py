@@ -61,6 +61,24 @@ def test_the_neighbour_floor_is_ten_likes_or_a_tenth_of_the_most_liked() -> None
         assert filters.neighbour_min_likes(c) == floor, most
 
 
+def test_a_neighbour_list_leaves_out_the_floor_unless_its_filter_says_otherwise() -> None:
+    c = _catalogue(60)
+    vectors = MovieVectors(np.ones((60, 3), np.float32), c)
+    floor = filters.neighbour_min_likes(c)
+    unfiltered = vectors.neighbour_left_out(MovieFilter())
+    assert unfiltered is not None and unfiltered.tolist() == (c.num_likes < floor).tolist()
+    assert vectors.neighbour_left_out(MovieFilter()) is unfiltered  # found once, shared
+    assert not unfiltered.flags.writeable
+    for wanted in (
+        MovieFilter(min_likes=0),
+        MovieFilter(genres=["Drama"]),
+        MovieFilter(min_likes=30),
+    ):
+        got, want = vectors.neighbour_left_out(wanted), filters.left_out(c, wanted, floor)
+        assert (got is None and want is None) or (got == want).all(), wanted
+    assert MovieVectors(np.ones((5, 3), np.float32), None).neighbour_left_out(MovieFilter()) is None
+
+
 @pytest.mark.parametrize(
     ("catalogue", "wanted", "field", "words"),
     [

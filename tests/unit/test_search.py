@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from movie_embeddings_server.model import search
 
@@ -90,6 +91,22 @@ def test_euclidean_prefers_the_nearest_row() -> None:
     got = search.scores(m, search.unit_rows(m), np.array([1, 1], np.float32), "euclidean")
     np.testing.assert_allclose(got, [-np.sqrt(2), -np.sqrt(13), 0.0], rtol=1e-6)
     assert search.top_k(got, 3, np.array([], np.int64)).tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 255, 256, 257, 513, 1100])
+def test_dot_and_euclidean_by_blocks_equal_one_pass_over_the_matrix(rows: int) -> None:
+    """Scored a block of rows at a time, each row's float64 score is, bit for bit, the one a
+    single float64 pass over the whole matrix gives (on one BLAS thread, as the server
+    runs), large values included."""
+    m = _matrix(rows, rows=rows, dim=200) * np.float32(1e17)
+    q = np.random.default_rng(rows).normal(size=200).astype(np.float32) * np.float32(1e17)
+    unit = search.unit_rows(m)
+    with threadpool_limits(1, user_api="blas"):
+        np.testing.assert_array_equal(search.scores(m, unit, q, "dot"), m @ q.astype(np.float64))
+        np.testing.assert_array_equal(
+            search.scores(m, unit, q, "euclidean"),
+            -np.linalg.norm(m - q.astype(np.float64), axis=1),
+        )
 
 
 @pytest.mark.parametrize("k", [0, 1, 5, 49, 50, 51, 1000])
@@ -242,15 +259,18 @@ def test_top_k_of_a_large_array_mostly_excluded_is_exact() -> None:
 
 
 @pytest.mark.parametrize("n", [50, 20_000])
-def test_top_k_leaves_out_a_mask_as_it_does_excluded_rows(n: int) -> None:
+@pytest.mark.parametrize("share", [0.3, 0.75, 0.999])
+def test_top_k_leaves_out_a_mask_as_it_does_excluded_rows(n: int, share: float) -> None:
+    # `share` of the rows masked: a few, most (as a floor of likes does), all but a handful.
     rng = np.random.default_rng(n)
     row_scores = rng.random(n).astype(np.float32)
     excluded = rng.choice(n, 5, replace=False).tolist()
-    leave_out = rng.random(n) < 0.3
+    leave_out = rng.random(n) < share
     merged = leave_out.copy()
     merged[excluded] = True
     before = row_scores.copy()
     got = search.top_k(row_scores, 10, excluded, leave_out)
     assert got.tolist() == search.top_k(row_scores, 10, merged).tolist()
+    assert got.tolist() == _brute_order(row_scores, 10, np.flatnonzero(merged)).tolist()
     assert not merged[got].any()
     np.testing.assert_array_equal(row_scores, before)  # the caller's scores are untouched

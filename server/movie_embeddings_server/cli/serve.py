@@ -177,15 +177,15 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         "--batch-wait-us",
         type=nonnegative_int,
         default=DEFAULT_BATCH_WAIT_US,
-        help="longest a Reconstruct or NearestMovies-by-vector call waits for concurrent calls "
-        "on the same model version, to answer them all from one pass over its layer; 0 = "
-        "never gather (default: %(default)s)",
+        help="longest a Reconstruct call waits for concurrent calls on the same model version, "
+        "to answer them all from one pass over its output layer (NearestMovies by vector is "
+        "always answered alone); 0 = never gather (default: %(default)s)",
     )
     serve.add_argument(
         "--max-batch-rows",
         type=positive_int,
         default=DEFAULT_MAX_BATCH_ROWS,
-        help="watchers (or query vectors) one gathered pass takes at most; a call with more "
+        help="watchers one gathered pass takes at most; a call with more "
         "runs alone (default: %(default)s)",
     )
     serve.add_argument(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
+
+_BLOCK = 256  # rows a float64 score (dot, Euclidean) works on at once: ~400 kB, in cache
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -17,6 +17,9 @@ def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str)
     """Score of every row against `query`; higher is nearer for every metric.
 
     Dot and Euclidean are computed in float64: float32 overflows for large query values.
+    They go a block of rows at a time: the whole matrix in float64 would be a temporary
+    twice its size at each call (59,047 x 200: 94 MB; dot 26 ms, Euclidean 57 ms, against
+    8 and 19 by blocks), and each row's score is the same either way.
     """
     if metric == "cosine":
         norm = np.linalg.norm(query)
@@ -24,26 +27,20 @@ def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str)
         # in training keeps its zero-initialised row).
         return unit @ (query / norm) if norm > 0 else np.zeros(len(unit), dtype=unit.dtype)
     query = query.astype(np.float64)
-    if metric == "dot":
-        return matrix @ query
-    return -np.linalg.norm(matrix - query, axis=1)
-
-
-def scores_many(
-    matrix: np.ndarray,
-    unit: np.ndarray,
-    queries: np.ndarray,
-    metric: str,
-    product: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.matmul,
-) -> np.ndarray:
-    """`scores` of several queries, (queries, rows): cosine and dot products by one
-    `product(left, right)` for them all (the matrix read once); one query alone is scored
-    exactly as `scores` scores it."""
-    if len(queries) == 1 or metric == "euclidean":
-        return np.stack([scores(matrix, unit, query, metric) for query in queries])
-    if metric == "cosine":
-        return product(unit_rows(queries), unit.T)
-    return product(queries.astype(np.float64), matrix.T)
+    found = np.empty(len(matrix))
+    start = 0
+    # Blocks start at multiples of _BLOCK, as BLAS's groups of rows do in one product, and
+    # none is a row alone (numpy's dot product of one row sums it in another order).
+    for stop in [*range(_BLOCK, len(matrix) - 1, _BLOCK), len(matrix)]:
+        rows, out = matrix[start:stop], found[start:stop]
+        start = stop
+        if metric == "dot":
+            np.matmul(rows, query, out=out)
+        else:  # minus the distance, summed as np.linalg.norm(rows - query, axis=1) sums it
+            squares = rows - query
+            squares *= squares
+            np.negative(np.sqrt(np.add.reduce(squares, axis=1)), out=out)
+    return found
 
 
 SMALL = 4096  # up to this many rows a full stable sort is cheaper than anything clever
@@ -61,18 +58,22 @@ def top_k(
 
     Exact. Large arrays avoid sorting or partitioning everything: a threshold read off a
     strided sample keeps a few times k candidates (all scores >= it, so every tie at the
-    k-th score too), and only those are sorted; if too few pass, all are ranked.
+    k-th score too), and only those are sorted; if too few pass, all are ranked. The mask
+    is read only at the sample and the candidates: setting its rows in the copy of every
+    score cost ~200 us at 59,047 rows, most of them masked (the rest of a search: ~40 us).
     """
     n = len(row_scores)
     if n > SMALL and k < n // 64:
         scores = row_scores.astype(np.float64)  # a copy; excluded rows become -inf in it
         scores[excluded] = -np.inf
-        if leave_out is not None:
-            scores[leave_out] = -np.inf
         sample = scores[:: n // _SAMPLE]
+        if leave_out is not None:
+            sample = np.where(leave_out[:: n // _SAMPLE], -np.inf, sample)
         rank = min(len(sample) - 1, max(4 * k, 64) * len(sample) // n)
         threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
         candidates = np.flatnonzero(scores >= threshold)
+        if leave_out is not None:
+            candidates = candidates[~leave_out[candidates]]
         if threshold > -np.inf and len(candidates) >= k:
             order = np.lexsort((candidates, -scores[candidates]))[:k]
             return candidates[order]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ..errors import InvalidArgument
-from . import search
+from . import filters, search
 from .catalogue import Catalogue
 
 # Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie
@@ -24,6 +22,12 @@ class MovieVectors:
         self.catalogue = catalogue or Catalogue.identity(len(self.embedding))
         self.unit = search.unit_rows(self.embedding)
         self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # A neighbour list's default floor of likes, and the rows it leaves out when its
+        # request sets no filter: the same at every call, so found once.
+        self._min_likes = filters.neighbour_min_likes(self.catalogue)
+        self._unfiltered = filters.left_out(self.catalogue, filters.MovieFilter(), self._min_likes)
+        if self._unfiltered is not None:
+            self._unfiltered.flags.writeable = False
 
     @property
     def num_movies(self) -> int:
@@ -49,14 +53,11 @@ class MovieVectors:
         k: int,
         metric: str,
         exclude: np.ndarray,
-        scores: Callable[[np.ndarray, str], np.ndarray] | None = None,
         leave_out: np.ndarray | None = None,
     ) -> tuple[list[int], list[float]]:
         """Rows and scores of the k nearest movies, best first; the query movie is excluded.
         `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back);
-        `leave_out`, a mask of rows (a filter's), is left out too.
-        `scores(vector, metric)` scores a query vector against every movie (default: alone,
-        as `scores` does one row); a movie's own vector is always scored alone."""
+        `leave_out`, a mask of rows (a filter's), is left out too."""
         if k < 0:
             raise InvalidArgument("k", f"must be >= 0, got {k}")
         exclude = self.catalogue.rows("exclude_movie_ids", exclude)
@@ -71,11 +72,17 @@ class MovieVectors:
         else:
             assert vector is not None
             query = self._check_vector(vector, metric)
-        if vector is None or scores is None:
-            scores = self._scores_alone
-        row_scores = scores(query, metric)
+        row_scores = search.scores(self.embedding, self.unit, query, metric)
         rows = search.top_k(row_scores, k, exclude, leave_out)
         return rows.tolist(), row_scores[rows].tolist()
+
+    def neighbour_left_out(self, wanted: filters.MovieFilter) -> np.ndarray | None:
+        """The mask of the rows a neighbour list must not hold under `wanted` (None: every
+        movie may be in it): filters.left_out with the catalogue's neighbour_min_likes as the
+        default floor. Read-only: the unfiltered mask is shared by every call."""
+        if not wanted:
+            return self._unfiltered
+        return filters.left_out(self.catalogue, wanted, self._min_likes)
 
     def nearest_liked(self, chosen: np.ndarray, liked: list[int], n: int = 3) -> np.ndarray:
         """For each chosen row, the (up to) n rows of `liked` (ascending) whose vectors are
@@ -85,19 +92,6 @@ class MovieVectors:
             return np.empty((len(chosen), 0), dtype=np.int64)
         similarity = self.unit[chosen] @ self.unit[rows].T
         return rows[np.argsort(-similarity, axis=1, kind="stable")[:, :n]]
-
-    def _scores_alone(self, query: np.ndarray, metric: str) -> np.ndarray:
-        return search.scores(self.embedding, self.unit, query, metric)
-
-    def scores(
-        self,
-        queries: np.ndarray,
-        metric: str,
-        product: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.matmul,
-    ) -> np.ndarray:
-        """Scores (queries, movies) of query vectors (checked ones) against every movie: one
-        pass over the embedding for them all, multiplied by `product`."""
-        return search.scores_many(self.embedding, self.unit, queries, metric, product)
 
     def _from_table(
         self, row: int, k: int, metric: str, exclude: np.ndarray, leave_out: np.ndarray | None

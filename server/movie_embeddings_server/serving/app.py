@@ -64,8 +64,8 @@ class ServerConfig:
     limits: config.Limits = field(default_factory=config.Limits)
     grace_seconds: float = 5.0
     max_message_bytes: int = 4 * 2**20  # each way; gRPC's own default for what it receives
-    # Concurrent Reconstruct / NearestMovies-by-vector calls on one version are gathered for up
-    # to this long into one pass over its layer (0: never), up to max_batch_rows rows a pass.
+    # Concurrent Reconstruct calls on one version are gathered for up to this long into one
+    # pass over its output layer (0: never), up to max_batch_rows rows a pass.
     batch_wait_us: int = 100
     max_batch_rows: int = 32
     tls_cert: Path | None = None

@@ -121,7 +121,8 @@ class MovieEmbeddingServicer(
         gatherer: Gatherer | None = None,
     ) -> None:
         self.store = store
-        # Off unless given: concurrent Reconstruct and NearestMovies by vector in one pass.
+        # Off unless given: concurrent Reconstruct calls in one pass (NearestMovies by vector
+        # is answered alone: gathered, 8 of its callers were answered fewer; docs/speed.md).
         self.gatherer = gatherer or Gatherer(wait=0.0, max_rows=1)
         self.product = SplitProduct()
         self.datasets = datasets
@@ -146,33 +147,19 @@ class MovieEmbeddingServicer(
             or request.k > MEMO_MAX_K
             or request.HasField("filter")
         ):
-            return self._nearest(served, request, query, context)
+            return self._nearest(served, request, query)
         key = ("nearest", request.movie_id, request.k, request.metric)
         if (answer := served.memo.get(key)) is not None:
             return answer
-        return served.remember(key, self._nearest(served, request, query, context))
+        return served.remember(key, self._nearest(served, request, query))
 
+    @staticmethod
     def _nearest(
-        self,
-        served: ServedModel,
-        request: pb.NearestMoviesRequest,
-        query: str | None,
-        context: grpc.ServicerContext,
+        served: ServedModel, request: pb.NearestMoviesRequest, query: str | None
     ) -> pb.NearestMoviesResponse:
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
-
-        def gathered(vector: np.ndarray, metric: str) -> np.ndarray:
-            """The vector's scores against every movie, in one pass with concurrent calls'."""
-            return self.gatherer.run(
-                (served, "nearest", metric),
-                vector[None],
-                lambda queries: served.scores(queries, metric, self.product),
-                context.add_callback,
-            )[0]
-
         rows, scores = served.nearest(
-            scores=gathered,
             movie_id=request.movie_id if query == "movie_id" else None,
             vector=np.asarray(request.vector.values, dtype=np.float32)
             if query == "vector"
@@ -180,11 +167,7 @@ class MovieEmbeddingServicer(
             k=request.k or 10,
             metric=METRIC_NAMES[request.metric],
             exclude=np.asarray(request.exclude_movie_ids, dtype=np.int64),
-            leave_out=filters.left_out(
-                served.catalogue,
-                _movie_filter(request.filter),
-                filters.neighbour_min_likes(served.catalogue),
-            ),
+            leave_out=served.neighbour_left_out(_movie_filter(request.filter)),
         )
         catalogue = served.catalogue
         ids = rows if catalogue.is_identity else catalogue.movie_ids[rows].tolist()
