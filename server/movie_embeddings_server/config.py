@@ -52,12 +52,13 @@ class TrainSpec:
     # Not on the wire (TrainingConfig): the presets choose them, and a version's metadata keeps
     # them apart, under "trainer" (LOCAL_FIELDS). "keras": Keras's fit on dense batches (the
     # notebook's training); "sampled": training/sampled.py, liked ids in, a sampled
-    # cross-entropy over `negatives` movies a step (expected; 0: every movie), lazy Adam.
+    # cross-entropy over `negatives` movies a step (expected; 0: every movie), lazy Adam;
+    # "auto": one of them by the size of the data (for_data).
     trainer: str = "keras"
     negatives: int = 2048
     # When > 0 (the dataset default, unless a request sets batch_size): batch_size grows, in
     # steps of itself, until an epoch of the fitted watchers is at most this many steps
-    # (batch_size_for).
+    # (for_data).
     max_steps_per_epoch: int = 0
 
 
@@ -98,7 +99,10 @@ INITIALIZERS = (
 )
 
 SCHEDULES = ("constant", "cosine")
-TRAINERS = ("keras", "sampled")
+TRAINERS = ("keras", "sampled", "auto")
+# "auto" trains Keras's dense batches up to this many fitted watchers x movies (ml-latest-small:
+# ~2.8M; an epoch under a second), the sampled path above (ML-1M's shape: ~17M).
+DENSE_CELLS = 5_000_000
 # TrainSpec's fields that TrainingConfig has not
 LOCAL_FIELDS = ("trainer", "negatives", "max_steps_per_epoch")
 
@@ -143,9 +147,15 @@ _SYNTHETIC_DEFAULT = TrainSpec(
 # 256 / 1024, batch 32, likes weighted 3x or 5x in the loss, or L2 on the other layers
 # gained nothing measurable. Trained by training/sampled.py (ids in, a sampled cross-entropy
 # over 2,048 movies a step, lazy Adam): on ml-latest-small (seeds 1-3) Recall@20 / NDCG@100
-# 0.296 / 0.326 against Keras's 0.300 / 0.333 with these settings (seed spread +-0.02), in
-# ~25 CPU-seconds against ~35. A whole-catalogue sample (negatives 0) ranked the same as
-# 2,048; batches of 128 or 256 ranked worse on ml-latest-small (0.281-0.284 Recall@20). Many
+# 0.296 / 0.326 against Keras's 0.300 / 0.333 with these settings (0.947x / 0.936x EASE
+# against 0.963x / 0.956x; lower on each seed, by 0.002-0.017), in ~15 s against ~30 s. A
+# whole-catalogue sample (negatives 0) ranked the same as 2,048, so the sampling is not what
+# loses: Keras's Adam moves every embedding row at every step (its L2 term reaches rows no
+# watcher in the batch liked), the lazy one only the rows a step touched; a dense update of
+# the embedding alone, the objective scaled by 1 or sqrt(movies) instead of movies did no
+# better. So "auto" keeps Keras's dense batches where they are cheap (up to DENSE_CELLS
+# fitted watchers x movies) and trains the sampled path above. Batches of 128 or 256 ranked
+# worse on ml-latest-small (0.281-0.284 Recall@20). Many
 # watchers make many steps: at the ML-25M shape (~131,000 fitted watchers, 2,056 steps of 64)
 # an epoch took ~125 CPU-seconds (Keras: ~1,650 s) and the best epoch was the first (NDCG@100
 # 0.183, then falling); in batches of 256 at the same learning rate an epoch took ~60 s and
@@ -165,7 +175,7 @@ _DATASET_DEFAULT = TrainSpec(
     embedding_initializer="glorot_uniform",
     embedding_l2=1e-5,
     input_dropout=0.5,
-    trainer="sampled",
+    trainer="auto",
     negatives=2048,
     max_steps_per_epoch=600,
 )
@@ -176,10 +186,14 @@ _PRESETS = {
 }
 
 
-def batch_size_for(spec: TrainSpec, fitted_watchers: int) -> TrainSpec:
-    """`spec` with the batch size it trains `fitted_watchers` with: its own, or with
-    max_steps_per_epoch set, the least multiple of it that keeps an epoch within that many
-    steps (at the dataset default: 64 up to 38,400 watchers; 256 at ML-25M's ~131,000)."""
+def for_data(spec: TrainSpec, fitted_watchers: int, num_movies: int) -> TrainSpec:
+    """`spec` as it trains `fitted_watchers` x `num_movies`: trainer "auto" becomes "keras" up
+    to DENSE_CELLS cells, else "sampled"; with max_steps_per_epoch set, the batch becomes the
+    least multiple of its size that keeps an epoch within that many steps (at the dataset
+    default: 64 up to 38,400 watchers; 256 at ML-25M's ~131,000)."""
+    if spec.trainer == "auto":
+        small = fitted_watchers * num_movies <= DENSE_CELLS
+        spec = replace(spec, trainer="keras" if small else "sampled")
     cap = spec.max_steps_per_epoch
     if not cap or fitted_watchers <= spec.batch_size * cap:
         return spec

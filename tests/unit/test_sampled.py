@@ -256,3 +256,22 @@ def test_the_trainer_settings_stay_off_the_wire() -> None:
         config.resolve_training({"trainer": "fast"})
     with pytest.raises(config.InvalidArgument):
         config.resolve_training({"negatives": -1})
+
+
+def test_the_dataset_default_fits_its_trainer_and_batch_to_the_data() -> None:
+    default = config.resolve_training({}, source="dataset")
+    assert (default.trainer, default.batch_size) == ("auto", 64)
+    cells = config.DENSE_CELLS
+    small = config.for_data(default, 439, 6298)  # ml-latest-small's fitted watchers x movies
+    assert (small.trainer, small.batch_size) == ("keras", 64)
+    assert config.for_data(default, cells // 100, 100).trainer == "keras"
+    assert config.for_data(default, cells // 100 + 1, 100).trainer == "sampled"
+    big = config.for_data(default, 131_600, 59_047)  # ML-25M's shape
+    assert (big.trainer, big.batch_size) == ("sampled", 256)
+    cap = default.max_steps_per_epoch
+    assert config.for_data(default, 64 * cap, 59_047).batch_size == 64
+    assert config.for_data(default, 64 * cap + 1, 59_047).batch_size == 128
+    given = config.resolve_training({"batch_size": 64}, source="dataset")
+    assert config.for_data(given, 131_600, 59_047).batch_size == 64  # the caller's, as given
+    notebook = config.resolve_training({"preset": "notebook"}, source="dataset")
+    assert config.for_data(notebook, 131_600, 59_047) == notebook

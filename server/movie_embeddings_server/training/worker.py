@@ -31,7 +31,7 @@ from ..config import (
     DatasetTrainingSpec,
     SyntheticSpec,
     TrainSpec,
-    batch_size_for,
+    for_data,
     local_training,
     resolve_dataset_training,
     train_rows,
@@ -127,7 +127,8 @@ def run_dataset(
     )
     dataset_info = dataset.info
     del dataset  # every rating's arrays: freed before the model takes its memory
-    spec = batch_size_for(spec, train_rows(len(prepared.train), spec.validation_fraction))
+    fitted = train_rows(len(prepared.train), spec.validation_fraction)
+    spec = for_data(spec, fitted, prepared.train.num_columns)
     fit = sampled.train_sampled if spec.trainer == "sampled" else training.train_sparse
     trained = fit(prepared, spec, source.seed, on_epoch, stop)
     meta = new_metadata(
