@@ -379,8 +379,8 @@ def test_filters_and_reasons_from_the_command_line(
 def test_a_dataset_version_keeps_what_serving_and_reproducing_need(
     server: ServerProcess, client: me.Client, trained: subprocess.CompletedProcess[str]
 ) -> None:
-    """The dataset defaults train with the sampled trainer: its version holds the served
-    arrays and the settings, and no Keras model file (weights.npz rebuilds one)."""
+    """A dataset version holds the served arrays and the settings, and no Keras model file
+    (weights.npz rebuilds one), whichever trainer fitted it."""
     info = client.get_model(me.ModelRef("clids", 1))
     assert info.training.preset == "default"
     stored = {p.name for p in (server.data_dir / "clids" / "1").iterdir()}

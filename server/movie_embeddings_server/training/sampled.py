@@ -447,9 +447,6 @@ def train_sampled(
         batches.close()
     kept = 1 + int(np.nanargmax(monitored)) if spec.early_stopping_patience else len(history)
     weights = best if best is not None else model.weights()
-    # No Keras model in the version: its weights.npz and metadata are all serving and
-    # reproducing need (keras_model.build_model holds them again; at ML-25M size a
-    # model.keras would add another ~190 MB).
     return Trained(
         model=None,
         weights=weights,

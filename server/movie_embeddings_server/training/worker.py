@@ -153,7 +153,10 @@ def run_dataset(
     metrics["evaluate_seconds"] = time.perf_counter() - started
     if stop.is_set():
         raise Cancelled("training was cancelled")
-    staged = store.stage(name, trained.model, trained.weights, meta, catalogue=catalogue)
+    # No Keras model file, whichever trainer fitted it: its weights.npz and metadata are all
+    # serving and reproducing need (keras_model.build_model makes the Keras model again); a
+    # model.keras took 62 MB of an ml-latest-small version, and would take ~190 MB at ML-25M's.
+    staged = store.stage(name, None, trained.weights, meta, catalogue=catalogue)
     try:
         write_npz(
             staged / HELDOUT,
