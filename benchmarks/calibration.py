@@ -24,12 +24,12 @@ def table(deciles: list[calibration.Decile]) -> str:
     ]
     for i, d in enumerate(deciles, 1):
         ratio = f"{d.predicted / d.observed:.2f}" if d.observed else "-"
-        lines.append(f"| {i} | {d.cells:,} | {d.predicted:.5f} | {d.observed:.5f} | {ratio} |")
+        lines.append(f"| {i} | {d.cells:,} | {d.predicted:.3g} | {d.observed:.3g} | {ratio} |")
     cells = sum(d.cells for d in deciles)
     predicted = sum(d.predicted * d.cells for d in deciles) / cells
     observed = sum(d.observed * d.cells for d in deciles) / cells
     lines.append(
-        f"| all | {cells:,} | {predicted:.5f} | {observed:.5f} | {predicted / observed:.2f} |"
+        f"| all | {cells:,} | {predicted:.3g} | {observed:.3g} | {predicted / observed:.2f} |"
     )
     return "\n".join(lines)
 
