@@ -31,7 +31,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     )
     server.start()
     try:
-        for name, seed in (("g1", 1), ("g2", 2)):
+        # g3 serves only the test of each call's own end: its first batch waits all of WAIT_US.
+        for name, seed in (("g1", 1), ("g2", 2), ("g3", 3)):
             synthetic = config.resolve_synthetic({"num_watchers": 300, "seed": seed})
             running.trainer.train(name, synthetic, config.resolve_training({"epochs": 3}))
         yield running
@@ -169,12 +170,22 @@ def test_concurrent_nearest_by_vector_is_answered_alone_as_a_lone_call(
 def test_a_gathered_call_ends_with_its_own_code_and_the_others_are_answered(
     stub: pb_grpc.MovieEmbeddingServiceStub,
 ) -> None:
-    lone = stub.Reconstruct(RECONSTRUCTS[0], timeout=TIMEOUT)
-    first = stub.Reconstruct.future(RECONSTRUCTS[0], timeout=TIMEOUT)
-    expiring = stub.Reconstruct.future(RECONSTRUCTS[2], timeout=0.1)  # within the 0.3 s wait
-    cancelled = stub.Reconstruct.future(RECONSTRUCTS[3], timeout=TIMEOUT)
-    bad = stub.Reconstruct.future(reconstruct("g1", [1000], 5, False), timeout=TIMEOUT)
-    last = stub.Reconstruct.future(RECONSTRUCTS[1], timeout=TIMEOUT)
+    # A model no other call has used: its first batch waits for company all of the 0.3 s
+    # (later ones wait for as many rows as its callers brought).
+    requests = [
+        reconstruct("g3", *given)
+        for given in [
+            ([1, 2, 3], 5, False),
+            ([1, 2, 3], 5, True),
+            ([40, 41], 12, True),
+            ([], 3, False),
+        ]
+    ]
+    first = stub.Reconstruct.future(requests[0], timeout=TIMEOUT)
+    expiring = stub.Reconstruct.future(requests[2], timeout=0.1)  # within the 0.3 s wait
+    cancelled = stub.Reconstruct.future(requests[3], timeout=TIMEOUT)
+    bad = stub.Reconstruct.future(reconstruct("g3", [1000], 5, False), timeout=TIMEOUT)
+    last = stub.Reconstruct.future(requests[1], timeout=TIMEOUT)
     assert cancelled.cancel()
     with pytest.raises(grpc.RpcError) as expired:
         expiring.result()
@@ -184,9 +195,10 @@ def test_a_gathered_call_ends_with_its_own_code_and_the_others_are_answered(
     with pytest.raises(grpc.RpcError) as refused:
         bad.result()
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    lone = stub.Reconstruct(requests[0], timeout=TIMEOUT)
     assert recommended(first.result()) == recommended(lone)
     assert recommended(last.result())[0] == recommended(lone)[0]
     # The server goes on gathering.
     with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda r: stub.Reconstruct(r, timeout=TIMEOUT), RECONSTRUCTS[:2]))
+        answers = list(pool.map(lambda r: stub.Reconstruct(r, timeout=TIMEOUT), requests[:2]))
     assert recommended(answers[0]) == recommended(lone)

@@ -205,3 +205,32 @@ def test_each_pass_is_observed_with_its_rows() -> None:
     seen.clear()
     concurrently(gatherer, [np.ones((2, 1))] * 3, Passes())
     assert seen == [("key", 6)]
+
+
+def test_once_a_key_has_seen_its_caller_alone_a_lone_call_waits_no_more() -> None:
+    gatherer, compute = Gatherer(0.5, max_rows=32), Passes()
+    timed = []
+    for _ in range(3):
+        started = time.monotonic()
+        gatherer.run("key", np.ones((1, 1)), compute, CallEnd())
+        timed.append(time.monotonic() - started)
+    assert compute.sizes == [1, 1, 1]
+    assert timed[0] >= 0.5  # a new key: it waited for company
+    assert max(timed[1:]) < 0.25, timed  # its callers come alone: no waiting for company
+
+
+def test_the_next_batch_waits_for_as_many_rows_as_the_callers_brought() -> None:
+    gatherer, compute = Gatherer(5.0, max_rows=32), Passes()
+    concurrently(gatherer, [np.ones((1, 1))] * 3, compute)  # the key's callers: 3 rows
+    assert compute.sizes == [3]
+
+    def late(delay: float) -> np.ndarray:
+        time.sleep(delay)
+        return gatherer.run("key", np.ones((1, 1)), compute, CallEnd())
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:  # the same callers, coming back 0.1 s apart
+        list(pool.map(late, [0.0, 0.1, 0.2]))
+    # One pass of all three, started when the third came, long before the 5 s wait ran out.
+    assert compute.sizes == [3, 3]
+    assert time.monotonic() - started < 2.5

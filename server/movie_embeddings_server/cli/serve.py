@@ -25,7 +25,7 @@ from .common import (
 DEFAULT_DATA_DIR = "data"
 # ServerConfig's default (a test keeps them equal): here, so that parsing need not load app.
 DEFAULT_MAX_DATASET_RATINGS = 50_000_000
-DEFAULT_BATCH_WAIT_US = 100
+DEFAULT_BATCH_WAIT_US = 5000
 DEFAULT_MAX_BATCH_ROWS = 32
 
 LIMIT_HELP = {
@@ -178,8 +178,9 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         type=nonnegative_int,
         default=DEFAULT_BATCH_WAIT_US,
         help="longest a Reconstruct call waits for concurrent calls on the same model version, "
-        "to answer them all from one pass over its output layer (NearestMovies by vector is "
-        "always answered alone); 0 = never gather (default: %(default)s)",
+        "to answer them all from one pass over its output layer: it waits for as many as came "
+        "together last time, so a version's lone callers soon wait not at all (NearestMovies "
+        "by vector is always answered alone); 0 = never gather (default: %(default)s)",
     )
     serve.add_argument(
         "--max-batch-rows",

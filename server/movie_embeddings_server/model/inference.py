@@ -27,7 +27,7 @@ def check_top_k(top_k: int) -> None:
         raise InvalidArgument("top_k", f"must be >= 0, got {top_k}")
 
 
-def _sigmoid_of_negated(z: np.ndarray) -> np.ndarray:
+def sigmoid_of_negated(z: np.ndarray) -> np.ndarray:
     """sigmoid(-z) = 1 / (1 + exp(z)), in place: the output layer's product is the negated
     logits, so no call negates them. exp(z) past 88.7 is inf in float32 and its probability
     0, as it should be (Keras's is below 1e-38); that overflow is no error here."""
@@ -102,7 +102,7 @@ class ServedModel(WatcherInput):
         hidden = x @ self.input_to_hidden[:-1]
         hidden += self.input_to_hidden[-1]
         np.maximum(hidden, 0.0, out=hidden)
-        return _sigmoid_of_negated(hidden @ self.negated_output)
+        return sigmoid_of_negated(hidden @ self.negated_output)
 
     def reconstruct(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities per watcher, and the rows of its top_k likeliest movies not liked
@@ -174,7 +174,13 @@ class ServedModel(WatcherInput):
         """Every movie's probability from hidden layers (hidden_one's; one or a stack of
         them): one pass over the output layer, whatever their number; `product(left, right)`
         multiplies (the serving side may split it over cores)."""
-        return _sigmoid_of_negated(product(hidden, self.negated_output))
+        return sigmoid_of_negated(self.negated_logits(hidden, product))
+
+    def negated_logits(self, hidden: np.ndarray, product: Product = np.matmul) -> np.ndarray:
+        """Minus every movie's logit from hidden layers, as `probabilities` reads the layer:
+        what ranks movies (lowest first) without the sigmoid of each; sigmoid_of_negated
+        turns them into probabilities."""
+        return product(hidden, self.negated_output)
 
     def known_watcher(self, i: int, watcher_id: int) -> tuple[list[int], float, int]:
         """Watcher i of a request named by its dataset id: the ids of the movies it liked (as

@@ -26,6 +26,7 @@ from ..errors import Cancelled
 # `on_end(callback)`: run `callback` when the caller's call ends (gRPC's context.add_callback);
 # False if it has ended already.
 OnEnd = Callable[[Callable[[], None]], bool]
+SEEN_KEYS = 1024  # keys (model version, what is computed) whose callers' rows are remembered
 
 
 class SplitProduct:
@@ -66,11 +67,13 @@ class _Call:
 
 
 class _Batch:
-    __slots__ = ("calls", "rows")
+    __slots__ = ("calls", "not_before", "rows", "target")
 
-    def __init__(self, first: _Call) -> None:
+    def __init__(self, first: _Call, target: int) -> None:
         self.calls = [first]
         self.rows = len(first.rows)
+        self.target = target  # rows it starts with, unless its wait runs out first
+        self.not_before = 0.0  # set when the key's previous pass ends: that end + wait
 
 
 class Gatherer:
@@ -89,6 +92,9 @@ class Gatherer:
         self._changed = threading.Condition(self._lock)
         self._open: dict[Hashable, _Batch] = {}
         self._passing: dict[Hashable, int] = {}  # passes under way, by key
+        # By key: the rows of its last pass and of the calls waiting when it ended, i.e. how
+        # many rows its callers bring at once; the next batch waits for that many.
+        self._seen: dict[Hashable, int] = {}
 
     def run(
         self,
@@ -108,11 +114,12 @@ class Gatherer:
             if batch is not None and batch.rows + len(rows) <= self.max_rows:
                 batch.calls.append(call)
                 batch.rows += len(rows)
-                if batch.rows >= self.max_rows:
+                if batch.rows >= batch.target:
                     self._changed.notify_all()
                 leads = False
             else:  # none open, or this call would overfill it: a new one, led by this call
-                batch = self._open[key] = _Batch(call)
+                target = self._seen.get(key, self.max_rows)  # a new key: all its wait
+                batch = self._open[key] = _Batch(call, target)
                 leads = True
         if leads:
             self._lead(key, batch, compute)
@@ -129,14 +136,22 @@ class Gatherer:
     def _lead(
         self, key: Hashable, batch: _Batch, compute: Callable[[np.ndarray], np.ndarray]
     ) -> None:
-        """Gather for `wait` seconds, and on while the key's previous pass runs (the calls that
-        come meanwhile join this one: a pass already uses every core), then compute every
-        call's rows at once."""
+        """Gather until the batch holds as many rows as the key's callers brought last time
+        (all of `wait` for a new key), for `wait` seconds at most, and on while the key's
+        previous pass runs (the calls that come meanwhile join this one: a pass already uses
+        every core) and, for as many rows, up to `wait` after it ends (its callers' next calls
+        come a round trip later: without waiting for them, 8 callers settle into two
+        alternating passes of 4, each costing nearly what one of 8 does); then compute every
+        call's rows at once. A call alone waits `wait` at most, and once its key has seen it
+        alone, not at all."""
         until = time.monotonic() + self.wait
         with self._lock:
             while batch.rows < self.max_rows:
-                left = until - time.monotonic()
-                if left <= 0 and key not in self._passing:
+                passing = key in self._passing
+                if batch.rows >= batch.target and not passing:
+                    break
+                left = max(until, batch.not_before) - time.monotonic()
+                if left <= 0 and not passing:
                     break
                 self._changed.wait(left if left > 0 else None)
             if self._open.get(key) is batch:
@@ -149,7 +164,20 @@ class Gatherer:
                 self._passing[key] -= 1
                 if not self._passing[key]:
                     del self._passing[key]
+                    waiting = self._open.get(key)
+                    seen = batch.rows + (waiting.rows if waiting is not None else 0)
+                    self._remember(key, seen)
+                    if waiting is not None:
+                        waiting.target = min(seen, self.max_rows)
+                        waiting.not_before = time.monotonic() + self.wait
                 self._changed.notify_all()
+
+    def _remember(self, key: Hashable, rows: int) -> None:
+        """_seen[key] = rows, the oldest key forgotten past SEEN_KEYS (versions come and go)."""
+        self._seen.pop(key, None)
+        self._seen[key] = rows
+        if len(self._seen) > SEEN_KEYS:
+            del self._seen[next(iter(self._seen))]
 
     def _pass(
         self, key: Hashable, batch: _Batch, compute: Callable[[np.ndarray], np.ndarray]
