@@ -150,10 +150,9 @@ _SYNTHETIC_DEFAULT = TrainSpec(
 # 0.296 / 0.326 against Keras's 0.300 / 0.333 with these settings (0.947x / 0.936x EASE
 # against 0.963x / 0.956x; lower on each seed, by 0.002-0.017), in ~15 s against ~30 s. A
 # whole-catalogue sample (negatives 0) ranked the same as 2,048, so the sampling is not what
-# loses: Keras's Adam moves every embedding row at every step (its L2 term reaches rows no
-# watcher in the batch liked), the lazy one only the rows a step touched; a dense update of
-# the embedding alone, the objective scaled by 1 or sqrt(movies) instead of movies did no
-# better. On ML-1M's shape (seeds 1-3) the two are within the seeds' spread: sampled 0.983x /
+# loses, nor the lazy update of the embedding (a dense one, its L2 term on every row as Keras
+# has it, did no better), nor the objective's scale (1 or sqrt(movies) instead of movies: no
+# better); Keras's Adam also moves every output row at every step. On ML-1M's shape (seeds 1-3) the two are within the seeds' spread: sampled 0.983x /
 # 0.995x EASE, Keras 0.986x / 1.005x (per seed the sampled path 0.008 lower to 0.006
 # higher). So "auto" keeps Keras's dense batches where they are cheap (up to DENSE_CELLS
 # fitted watchers x movies) and trains the sampled path above. Batches of 128 or 256 ranked

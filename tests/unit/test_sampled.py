@@ -262,7 +262,7 @@ def test_the_dataset_default_fits_its_trainer_and_batch_to_the_data() -> None:
     default = config.resolve_training({}, source="dataset")
     assert (default.trainer, default.batch_size) == ("auto", 64)
     cells = config.DENSE_CELLS
-    small = config.for_data(default, 439, 6298)  # ml-latest-small's fitted watchers x movies
+    small = config.for_data(default, 489, 6298)  # ml-latest-small's fitted watchers x movies
     assert (small.trainer, small.batch_size) == ("keras", 64)
     assert config.for_data(default, cells // 100, 100).trainer == "keras"
     assert config.for_data(default, cells // 100 + 1, 100).trainer == "sampled"
