@@ -152,17 +152,17 @@ _SYNTHETIC_DEFAULT = TrainSpec(
 # whole-catalogue sample (negatives 0) ranked the same as 2,048, so the sampling is not what
 # loses, nor the lazy update of the embedding (a dense one, its L2 term on every row as Keras
 # has it, did no better), nor the objective's scale (1 or sqrt(movies) instead of movies: no
-# better); Keras's Adam also moves every output row at every step. On ML-1M's shape (seeds 1-3) the two are within the seeds' spread: sampled 0.983x /
-# 0.995x EASE, Keras 0.986x / 1.005x (per seed the sampled path 0.008 lower to 0.006
-# higher). So "auto" keeps Keras's dense batches where they are cheap (up to DENSE_CELLS
-# fitted watchers x movies) and trains the sampled path above. Batches of 128 or 256 ranked
-# worse on ml-latest-small (0.281-0.284 Recall@20). Many
-# watchers make many steps: at the ML-25M shape (~131,000 fitted watchers, 2,056 steps of 64)
-# an epoch took ~125 CPU-seconds (Keras: ~1,650 s) and the best epoch was the first (NDCG@100
-# 0.183, then falling); in batches of 256 at the same learning rate an epoch took ~60 s and
-# NDCG@100 rose to 0.225 by the third. So the batch grows, in steps of 64, to keep an epoch
-# within 600 steps: 64 up to 38,400 fitted watchers (ml-latest-small, ML-1M), 128 at an
-# ML-10M shape, 256 at ML-25M's.
+# better); Keras's Adam also moves every output row at every step. On ML-1M's shape (seeds
+# 1-3) the two are within the seeds' spread: sampled 0.983x / 0.995x EASE, Keras 0.986x /
+# 1.005x (per seed the sampled path 0.008 lower to 0.006 higher). So "auto" keeps Keras's
+# dense batches where they are cheap (up to DENSE_CELLS fitted watchers x movies) and trains
+# the sampled path above. Batches of 128 or 256 ranked worse on ml-latest-small (0.281-0.284
+# Recall@20). Many watchers make many steps: at the ML-25M shape (~131,000 fitted watchers,
+# 2,056 steps of 64) an epoch took ~125 CPU-seconds (Keras: ~1,650 s) and the best epoch was
+# the first (NDCG@100 0.183, then falling); in batches of 256 at the same learning rate an
+# epoch took ~37 s and NDCG@100 rose to 0.223 by the sixth. So the batch grows, in steps of
+# 64, to keep an epoch within 600 steps: 64 up to 38,400 fitted watchers (ml-latest-small,
+# ML-1M), 128 at an ML-10M shape, 256 at ML-25M's.
 _DATASET_DEFAULT = TrainSpec(
     preset="default",
     embedding_dim=200,
