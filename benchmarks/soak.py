@@ -17,7 +17,7 @@ replica, alternating between the replicas that are up: GetMovieVector and Neares
 movie id, NearestMovies by vector, Reconstruct with every probability and with the top k
 alone. Every --cycle-seconds an operator imports a small generated dataset through one
 replica, trains a version of `soak` on it through the other once that one lists the dataset
-(the default preset's sampled trainer and the notebook preset's Keras fit in turn), moves
+(the default preset and the notebook preset in turn; at this size both fit with Keras), moves
 the label `stable` to it, and deletes the oldest version beyond --keep (never the labelled
 one). Half-way, at the first epoch of a Train running on B, B gets SIGKILL; it is restarted
 on the same port as B'. The figures: calls made and failed by RPC, replica and status code
@@ -207,8 +207,8 @@ MOVIE_IDS = 11 + 7 * np.arange(NUM_MOVIES)  # the dataset's own ids, not 0..n-1
 NUM_WATCHERS = 600
 RATED_PER_WATCHER = 30  # 18,000 ratings an import
 TRAIN: dict[str, Any] = {"epochs": 3, "embedding_dim": 16, "hidden_units": 64}
-# Trains alternate (by seed) between the presets of the two trainers a dataset can have: the
-# default's sampled trainer and the notebook's Keras fit.
+# Trains alternate (by seed) between the two presets a dataset can be trained with (at this
+# size the default's trainer is Keras's dense fit too: config.DENSE_CELLS).
 PRESETS = ("default", "notebook")
 WARM_CYCLES = 2  # A's and B's warm-up figures: after this many cycles under the callers' load
 QUERIES = (

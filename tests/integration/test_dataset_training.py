@@ -30,7 +30,8 @@ from movie_embeddings_server.training import rows, worker
 
 GROUPS = 5
 # The Keras trainer's mechanics (stops inside a TensorFlow call, its validation pass) are
-# tested here; the dataset default's sampled trainer in tests/unit/test_sampled.py.
+# tested here; the sampled trainer (the dataset default's above config.DENSE_CELLS) in
+# tests/unit/test_sampled.py.
 SMALL = config.resolve_training(
     {
         **{"epochs": 3, "embedding_dim": 8, "hidden_units": 32, "learning_rate": 0.02},
