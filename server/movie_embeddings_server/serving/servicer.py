@@ -56,29 +56,21 @@ def _packed_floats(values: np.ndarray) -> bytes:
 def _add_reconstruction(
     response: pb.ReconstructResponse,
     catalogue: Catalogue,
-    negated: np.ndarray,
+    probabilities: np.ndarray,
     chosen: np.ndarray,
     every: bool = True,
     because: np.ndarray | None = None,
 ) -> None:
     """One watcher's chosen rows as recommendations (the catalogue's ids, probabilities,
-    titles) from its movies' negated logits (overwritten), with every movie's probability
-    unless `every` is false (recommendations_only: only the chosen rows' sigmoids are
-    computed), and each one's liked rows that led to it when `because` holds them (a row per
-    chosen row)."""
+    titles), with every movie's probability unless `every` is false (recommendations_only),
+    and each one's liked rows that led to it when `because` holds them (a row per chosen
+    row)."""
     reconstruction = response.reconstructions.add()
     if every:
-        probabilities = sigmoid_of_negated(negated)
         reconstruction.MergeFromString(_packed_floats(probabilities))  # probabilities: field 1
-        chosen_probabilities = probabilities[chosen]
-    else:
-        chosen_probabilities = sigmoid_of_negated(negated[chosen])
     add = reconstruction.recommendations.add  # builds in place: extend would copy each
     for m, r, p in zip(
-        catalogue.ids(chosen).tolist(),
-        chosen.tolist(),
-        chosen_probabilities.tolist(),
-        strict=True,
+        catalogue.ids(chosen).tolist(), chosen.tolist(), probabilities[chosen].tolist(), strict=True
     ):
         add(movie_id=m, probability=p, title=catalogue.title(r))
     if because is not None:
@@ -213,12 +205,14 @@ class MovieEmbeddingServicer(
         )
         response = pb.ReconstructResponse(model=ref_of(served))
         for (_, liked), negated in zip(found, matrix, strict=True):
-            # Ranked by logit: the sigmoid keeps the order (ties to the lower row either way).
-            chosen = search.top_k(-negated, request.top_k, liked, leave_out)
+            # Each call's own row to probabilities, in place: off the pass the calls share, and
+            # ranked as every other path ranks them (ties to the lower row).
+            probabilities = sigmoid_of_negated(negated)
+            chosen = search.top_k(probabilities, request.top_k, liked, leave_out)
             _add_reconstruction(
                 response,
                 served.catalogue,
-                negated,
+                probabilities,
                 chosen,
                 not request.recommendations_only,
                 served.nearest_liked(chosen, liked) if request.because else None,
