@@ -102,7 +102,7 @@ class ServedModel(WatcherInput):
         hidden = x @ self.input_to_hidden[:-1]
         hidden += self.input_to_hidden[-1]
         np.maximum(hidden, 0.0, out=hidden)
-        return sigmoid_of_negated(hidden @ self.negated_output)
+        return self.probabilities(hidden)
 
     def reconstruct(self, watchers: Watchers, top_k: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities per watcher, and the rows of its top_k likeliest movies not liked
@@ -170,16 +170,15 @@ class ServedModel(WatcherInput):
         hidden = x @ self.input_to_hidden.take([0, 1, *[r + 2 for r in rows], -1], axis=0)
         return np.maximum(hidden, 0.0, out=hidden), excluded
 
-    def probabilities(self, hidden: np.ndarray, product: Product = np.matmul) -> np.ndarray:
+    def probabilities(self, hidden: np.ndarray) -> np.ndarray:
         """Every movie's probability from hidden layers (hidden_one's; one or a stack of
-        them): one pass over the output layer, whatever their number; `product(left, right)`
-        multiplies (the serving side may split it over cores)."""
-        return sigmoid_of_negated(self.negated_logits(hidden, product))
+        them): one pass over the output layer, whatever their number."""
+        return sigmoid_of_negated(self.negated_logits(hidden))
 
     def negated_logits(self, hidden: np.ndarray, product: Product = np.matmul) -> np.ndarray:
-        """Minus every movie's logit from hidden layers, as `probabilities` reads the layer:
-        what ranks movies (lowest first) without the sigmoid of each; sigmoid_of_negated
-        turns them into probabilities."""
+        """Minus every movie's logit from hidden layers: the pass over the output layer that
+        `probabilities` makes, before the sigmoid (sigmoid_of_negated); `product(left,
+        right)` multiplies (the serving side may split it over cores)."""
         return product(hidden, self.negated_output)
 
     def known_watcher(self, i: int, watcher_id: int) -> tuple[list[int], float, int]:
