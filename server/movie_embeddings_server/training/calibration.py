@@ -17,7 +17,7 @@ import numpy as np
 
 from ..model.inference import ServedModel, Watchers
 from ..store.loaded import read_version
-from . import ranking
+from . import ranking, rows
 from .rows import Likes
 
 HELDOUT = "heldout.npz"  # a dataset version's held-out watchers (written by training/worker.py)
@@ -38,23 +38,21 @@ def of_version(directory: Path) -> list[Decile]:
     model = read_version(directory, directory.parent.name, 0)
     with np.load(directory / HELDOUT) as stored:
         likes = Likes(stored["indptr"], stored["columns"], model.num_movies)
-        features = Watchers(np.empty((0, 0)), stored["age_years"], stored["education"])
-    return by_decile(model, likes, features, model.meta["dataset"]["seed"])
+        watchers = rows.Watchers(stored["watcher_ids"], stored["age_years"], stored["education"])
+    return by_decile(model, likes, watchers, model.meta["dataset"]["seed"])
 
 
-def by_decile(model: ServedModel, likes: Likes, features: Watchers, seed: int) -> list[Decile]:
-    """The calibration of `model` on watchers `likes` with `features` (their ratings unused),
-    their likes folded in as the version's figures were measured with `seed`."""
+def by_decile(model: ServedModel, likes: Likes, watchers: rows.Watchers, seed: int) -> list[Decile]:
+    """The calibration of `model` on `watchers` and their `likes`, folded in as the version's
+    figures were measured with `seed`."""
     folded, held = likes.fold_in(ranking.HELD_SHARE, seed)
-    n = min(len(likes), max(1, MAX_CELLS // model.num_movies))
-    rows = np.arange(n)
-    ages = np.where(np.isfinite(features.age_years[rows]), features.age_years[rows], model.age_mean)
-    education = np.nan_to_num(features.education[rows])
-    inputs = folded.dense(rows)
+    first = np.arange(min(len(likes), max(1, MAX_CELLS // model.num_movies)))
+    ages, education = ranking.features_as_trained(model, watchers.take(first))
+    inputs = folded.dense(first)
     probabilities = model.forward(Watchers(inputs, ages, education))
     cells = inputs == 0  # the folded-in likes are the watcher's input, not predictions
     predicted = probabilities[cells]
-    observed = held.dense(rows)[cells]
+    observed = held.dense(first)[cells]
     order = np.argsort(predicted, kind="stable")
     return [
         Decile(

@@ -126,6 +126,13 @@ def genre_overlap(embedding: np.ndarray, genres: np.ndarray, seed: int) -> dict[
     }
 
 
+def features_as_trained(model: ServedModel, watchers: rows.Watchers) -> tuple[np.ndarray, ...]:
+    """The watchers' ages and education levels as the model takes them: an absent feature is
+    what training saw, 0 after standardisation (the mean age; education 0)."""
+    ages = np.where(np.isfinite(watchers.age_years), watchers.age_years, model.age_mean)
+    return ages, np.nan_to_num(watchers.education)
+
+
 def evaluate(
     model: ServedModel,
     likes: Likes,
@@ -138,9 +145,7 @@ def evaluate(
     same for popularity (popularity_*), coverage_at_20, and genre overlaps where genres exist.
     Raises Cancelled between two chunks of watchers once `stopped()`."""
     folded, held = likes.fold_in(HELD_SHARE, seed)
-    # An absent feature is what training saw: 0 after standardisation (the mean age).
-    ages = np.where(np.isfinite(watchers.age_years), watchers.age_years, model.age_mean)
-    education = np.nan_to_num(watchers.education)
+    ages, education = features_as_trained(model, watchers)
 
     def recommend(rows: np.ndarray, ratings: np.ndarray) -> list[np.ndarray]:
         if stopped():
