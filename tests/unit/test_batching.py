@@ -3,8 +3,10 @@ errors and its end; a call alone waits at most the configured wait."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -234,3 +236,16 @@ def test_the_next_batch_waits_for_as_many_rows_as_the_callers_brought() -> None:
     # One pass of all three, started when the third came, long before the 5 s wait ran out.
     assert compute.sizes == [3, 3]
     assert time.monotonic() - started < 2.5
+
+
+def test_the_gatherer_keeps_no_key_once_its_calls_have_ended() -> None:
+    class Version:  # a key holds its model version: deleted, it must be freed
+        pass
+
+    version = Version()
+    freed = weakref.ref(version)
+    gatherer = Gatherer(0.01, max_rows=32)
+    gatherer.run((version, "reconstruct"), np.ones((1, 1)), Passes(), CallEnd())
+    del version
+    gc.collect()
+    assert freed() is None

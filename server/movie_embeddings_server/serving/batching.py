@@ -92,9 +92,11 @@ class Gatherer:
         self._changed = threading.Condition(self._lock)
         self._open: dict[Hashable, _Batch] = {}
         self._passing: dict[Hashable, int] = {}  # passes under way, by key
-        # By key: the rows of its last pass and of the calls waiting when it ended, i.e. how
-        # many rows its callers bring at once; the next batch waits for that many.
-        self._seen: dict[Hashable, int] = {}
+        # By key's hash: the rows of its last pass and of the calls waiting when it ended, i.e.
+        # how many rows its callers bring at once; the next batch waits for that many. The
+        # hash, not the key: a key holds its model version, which must not outlive its
+        # deletion here (a hash that comes again misplaces a wait target, nothing more).
+        self._seen: dict[int, int] = {}
 
     def run(
         self,
@@ -118,7 +120,7 @@ class Gatherer:
                     self._changed.notify_all()
                 leads = False
             else:  # none open, or this call would overfill it: a new one, led by this call
-                target = self._seen.get(key, self.max_rows)  # a new key: all its wait
+                target = self._seen.get(hash(key), self.max_rows)  # a new key: all its wait
                 batch = self._open[key] = _Batch(call, target)
                 leads = True
         if leads:
@@ -173,9 +175,9 @@ class Gatherer:
                 self._changed.notify_all()
 
     def _remember(self, key: Hashable, rows: int) -> None:
-        """_seen[key] = rows, the oldest key forgotten past SEEN_KEYS (versions come and go)."""
-        self._seen.pop(key, None)
-        self._seen[key] = rows
+        """What `key`'s callers brought, the oldest key forgotten past SEEN_KEYS."""
+        self._seen.pop(hash(key), None)
+        self._seen[hash(key)] = rows
         if len(self._seen) > SEEN_KEYS:
             del self._seen[next(iter(self._seen))]
 
