@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings_server.model.inference import ServedModel
-from movie_embeddings_server.serving.process import start_server
+from movie_embeddings_server.serving.process import start_server, wait_quiet
 from movie_embeddings_server.store.models import Store
 
 # benchmarks/ is on sys.path when this runs as a script.
@@ -85,23 +85,19 @@ def requests(served: ServedModel, seed: int) -> dict[str, list[object]]:
     return {"Reconstruct top 10 (20 liked ids)": reconstructs, "NearestMovies by vector": nearest}
 
 
-# The label of a method's gathered passes in the server's metrics (NearestMovies is never
-# gathered).
-PASSES = {"Reconstruct": "reconstruct"}
+# The label of each method's gathered passes in the server's metrics.
+PASSES = {"Reconstruct": "reconstruct", "NearestMovies": "nearest"}
 
 
 def gathered(url: str, method: str) -> tuple[float, float]:
     """(passes, rows) the server's gathered passes of `method` have counted so far."""
-    what = PASSES.get(method)
-    if what is None:
-        return 0.0, 0.0
     with urllib.request.urlopen(url, timeout=10) as reply:
         text = reply.read().decode()
     found = {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.labels.get("pass") == what
+        if sample.labels.get("pass") == PASSES[method]
     }
     prefix = "movie_embeddings_gathered_rows"
     return found.get(f"{prefix}_count", 0.0), found.get(f"{prefix}_sum", 0.0)
@@ -141,6 +137,7 @@ def bench_wait(
         log,
         *("--batch-wait-us", str(wait_us), "--metrics-port", "0"),
     )
+    wait_quiet(server.process.pid)
     port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", server.log_text())
     assert port, server.log_text()
     metrics = f"http://127.0.0.1:{port.group(1)}/metrics"

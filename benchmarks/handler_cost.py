@@ -37,7 +37,7 @@ from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings_server.config import Limits
 from movie_embeddings_server.serving import servicer as serving
 from movie_embeddings_server.serving.malloc import reuse_freed_memory
-from movie_embeddings_server.serving.process import start_server
+from movie_embeddings_server.serving.process import start_server, wait_quiet
 from movie_embeddings_server.serving.rpc import HANDLER_CPU_ENV
 from movie_embeddings_server.serving.trainer import Trainer
 from movie_embeddings_server.store.datasets import DatasetStore
@@ -145,6 +145,7 @@ def main() -> None:
         }
         os.environ[HANDLER_CPU_ENV] = "1"
         server = start_server(data_dir, Path(tmp) / "server.log")
+        wait_quiet(server.process.pid)
         try:
             for what, request in requests.items():
                 found[f"{what}: whole handler"].append(

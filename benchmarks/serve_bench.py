@@ -42,7 +42,13 @@ from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings.v1 import movie_embeddings_pb2_grpc as pb_grpc
 from movie_embeddings_server.model.catalogue import Catalogue
 from movie_embeddings_server.serving.malloc import reuse_freed_memory
-from movie_embeddings_server.serving.process import ServerProcess, child_pids, rss_mb, start_server
+from movie_embeddings_server.serving.process import (
+    ServerProcess,
+    child_pids,
+    rss_mb,
+    start_server,
+    wait_quiet,
+)
 from movie_embeddings_server.serving.rpc import HANDLER_CPU_ENV
 from movie_embeddings_server.store.models import Store, new_metadata
 from movie_embeddings_server.training.synthetic import generate
@@ -574,6 +580,7 @@ def main() -> None:
     table = Table()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "data", Path(tmp) / "server.log")
+        wait_quiet(server.process.pid)
         bare, bare_aio = start_bare(False), start_bare(True)
         burner = None
         try:

@@ -190,6 +190,18 @@ def test_a_split_product_is_the_product(parts: int) -> None:
     np.testing.assert_array_equal(product(left[:1], right), left[:1] @ right)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_a_split_product_by_a_transposed_matrix_is_the_product(parts: int) -> None:
+    # A few queries times the transpose of the movies' row-major vectors, as cosines asks.
+    rng = np.random.default_rng(parts)
+    left, vectors = rng.random((6, 40), np.float32), rng.random((1001, 40), np.float32)
+    product = SplitProduct(parts)
+    found = product(left, vectors.T)
+    assert found.shape == (6, 1001) and found.flags.c_contiguous
+    np.testing.assert_allclose(found, left @ vectors.T, rtol=1e-5)
+    np.testing.assert_array_equal(product(left[:1], vectors.T), left[:1] @ vectors.T)
+
+
 def test_each_pass_is_observed_with_its_rows() -> None:
     seen: list[tuple[str, int]] = []
     gatherer = Gatherer(WAIT, max_rows=32, observe=lambda what, rows: seen.append((what, rows)))

@@ -65,6 +65,21 @@ def test_cosine_with_a_zero_query_is_zero_in_the_matrix_dtype() -> None:
     assert got.dtype == search.scores(m, search.unit_rows(m), m[0], "cosine").dtype == m.dtype
 
 
+def test_cosines_of_several_queries_are_each_querys_scores() -> None:
+    m = _matrix(rows=300)
+    unit = search.unit_rows(m)
+    queries = _matrix(seed=5, rows=4)
+    units = np.stack([q / np.linalg.norm(q) for q in queries])  # as `scores` divides
+    found = search.cosines(unit, units)
+    assert found.shape == (4, 300)
+    for query, row in zip(queries, found, strict=True):
+        np.testing.assert_allclose(row, search.scores(m, unit, query, "cosine"), atol=1e-6)
+    # One query alone is scored exactly as `scores` scores it (which divides by its norm).
+    np.testing.assert_array_equal(
+        search.cosines(unit, units[:1])[0], search.scores(m, unit, queries[0], "cosine")
+    )
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_dot_scores_equal_brute_force(seed: int) -> None:
     m = _matrix(seed)

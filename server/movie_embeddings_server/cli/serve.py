@@ -177,10 +177,10 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         "--batch-wait-us",
         type=nonnegative_int,
         default=DEFAULT_BATCH_WAIT_US,
-        help="longest a Reconstruct call waits for concurrent calls on the same model version, "
-        "to answer them all from one pass over its output layer: it waits for as many as came "
-        "together last time, so a version's lone callers soon wait not at all (NearestMovies "
-        "by vector is always answered alone); 0 = never gather (default: %(default)s)",
+        help="longest a Reconstruct call, or a NearestMovies by a vector by cosine, waits for "
+        "concurrent calls of its kind on the same model version, to answer them all from one "
+        "pass over its layer: it waits for as many as came together last time, so a version's "
+        "lone callers soon wait not at all; 0 = never gather (default: %(default)s)",
     )
     serve.add_argument(
         "--max-batch-rows",

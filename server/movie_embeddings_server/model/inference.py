@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,12 @@ import numpy as np
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from . import known_watchers, search
 from .catalogue import Catalogue
+from .search import Product
 from .watchers import WatcherInput, Watchers, check_ratings
 
 # Answers kept per version for repeated by-id queries (a few hundred bytes each); the memo
 # starts over once it holds this many.
 MEMO_ANSWERS = 16384
-# How a pass multiplies (left, right): np.matmul, or a product split over cores.
-Product = Callable[[np.ndarray, np.ndarray], np.ndarray]
 WEIGHT_NAMES = ("embedding", "hidden_kernel", "hidden_bias", "output_kernel", "output_bias")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..errors import InvalidArgument
@@ -54,10 +56,12 @@ class MovieVectors:
         metric: str,
         exclude: np.ndarray,
         leave_out: np.ndarray | None = None,
+        gathered: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> tuple[list[int], list[float]]:
         """Rows and scores of the k nearest movies, best first; the query movie is excluded.
         `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back);
-        `leave_out`, a mask of rows (a filter's), is left out too."""
+        `leave_out`, a mask of rows (a filter's), is left out too. `gathered`, given, scores a
+        query vector's unit vector by cosine (`cosines` of it, possibly with other calls')."""
         if k < 0:
             raise InvalidArgument("k", f"must be >= 0, got {k}")
         exclude = self.catalogue.rows("exclude_movie_ids", exclude)
@@ -72,9 +76,16 @@ class MovieVectors:
         else:
             assert vector is not None
             query = self._check_vector(vector, metric)
-        row_scores = search.scores(self.embedding, self.unit, query, metric)
+        if vector is not None and metric == "cosine" and gathered is not None:
+            row_scores = gathered(query / np.linalg.norm(query))  # checked: its norm is > 0
+        else:
+            row_scores = search.scores(self.embedding, self.unit, query, metric)
         rows = search.top_k(row_scores, k, exclude, leave_out)
         return rows.tolist(), row_scores[rows].tolist()
+
+    def cosines(self, queries: np.ndarray, product: search.Product = np.matmul) -> np.ndarray:
+        """Every movie's cosine with each unit-length query (a row): (queries, movies)."""
+        return search.cosines(self.unit, queries, product)
 
     def neighbour_left_out(self, wanted: filters.MovieFilter) -> np.ndarray | None:
         """The mask of the rows a neighbour list must not hold under `wanted` (None: every

@@ -42,11 +42,21 @@ class SplitProduct:
     def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         if self._pool is None or len(left) == 1:
             return left @ right
+        out = np.empty((len(left), right.shape[1]), np.result_type(left, right))
         bounds = np.linspace(0, right.shape[1], self.parts + 1).astype(int)
-        parts = self._pool.map(
-            lambda i: left @ right[:, bounds[i] : bounds[i + 1]], range(self.parts)
-        )
-        return np.hstack(list(parts))
+
+        def part(i: int) -> None:
+            columns = slice(bounds[i], bounds[i + 1])
+            if right.flags.f_contiguous:
+                # The transpose of a row-major matrix (queries times the movies' vectors):
+                # OpenBLAS multiplies it ~2x faster the other way round (8 queries x 59,047
+                # x 200: 2.3 against 4.5 ms on two cores).
+                out[:, columns] = (right[:, columns].T @ left.T).T
+            else:
+                np.matmul(left, right[:, columns], out=out[:, columns])
+
+        list(self._pool.map(part, range(self.parts)))
+        return out
 
 
 class _Call:

@@ -67,8 +67,9 @@ class Metrics:
         )
         self._gathered = Histogram(
             "movie_embeddings_gathered_rows",
-            "Watchers answered by one pass over a model's output layer, by what the pass "
-            "computes: concurrent calls gathered (--batch-wait-us)",
+            "Rows answered by one pass over a model's layer, by what the pass computes "
+            "(reconstruct: watchers by the output layer; nearest: query vectors by the "
+            "embedding): concurrent calls gathered (--batch-wait-us)",
             ["pass"],
             buckets=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128],
             registry=self.registry,

@@ -67,6 +67,27 @@ def child_pids(pid: int) -> list[int]:
     return sorted(int(c) for task in tasks for c in (task / "children").read_text().split())
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user + system, its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(pid: int, timeout: float = 60.0, busy: float = 0.05) -> None:
+    """Block until a server and its children use under `busy` of a core over half a second
+    (bounded): a server SERVING still imports TensorFlow in the trainer process it keeps warm
+    for about as long as a core's 3-4 s, which a measure taken meanwhile would count."""
+    deadline = time.monotonic() + timeout
+    used = None
+    while time.monotonic() < deadline:
+        now = sum(cpu_seconds(p) for p in [pid, *child_pids(pid)])
+        if used is not None and now - used < busy * 0.5:
+            return
+        used = now
+        time.sleep(0.5)
+    raise TimeoutError(f"process {pid} still busy after {timeout} s")
+
+
 def wait_serving(
     target: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
 ) -> None:

@@ -121,8 +121,8 @@ class MovieEmbeddingServicer(
         gatherer: Gatherer | None = None,
     ) -> None:
         self.store = store
-        # Off unless given: concurrent Reconstruct calls in one pass (NearestMovies by vector
-        # is answered alone: gathered, 8 of its callers were answered fewer; docs/speed.md).
+        # Off unless given: concurrent Reconstruct calls, and NearestMovies by a vector by
+        # cosine, each in one pass over their version's layer.
         self.gatherer = gatherer or Gatherer(wait=0.0, max_rows=1)
         self.product = SplitProduct()
         self.datasets = datasets
@@ -147,18 +147,31 @@ class MovieEmbeddingServicer(
             or request.k > MEMO_MAX_K
             or request.HasField("filter")
         ):
-            return self._nearest(served, request, query)
+            return self._nearest(served, request, query, context)
         key = ("nearest", request.movie_id, request.k, request.metric)
         if (answer := served.memo.get(key)) is not None:
             return answer
-        return served.remember(key, self._nearest(served, request, query))
+        return served.remember(key, self._nearest(served, request, query, context))
 
-    @staticmethod
     def _nearest(
-        served: ServedModel, request: pb.NearestMoviesRequest, query: str | None
+        self,
+        served: ServedModel,
+        request: pb.NearestMoviesRequest,
+        query: str | None,
+        context: grpc.ServicerContext,
     ) -> pb.NearestMoviesResponse:
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
+
+        def gathered(unit_query: np.ndarray) -> np.ndarray:
+            """Its cosines with every movie, in one pass with concurrent calls' queries."""
+            return self.gatherer.run(
+                (served, "nearest"),
+                unit_query[None],
+                lambda queries: served.cosines(queries, self.product),
+                context.add_callback,
+            )[0]
+
         rows, scores = served.nearest(
             movie_id=request.movie_id if query == "movie_id" else None,
             vector=np.asarray(request.vector.values, dtype=np.float32)
@@ -168,6 +181,7 @@ class MovieEmbeddingServicer(
             metric=METRIC_NAMES[request.metric],
             exclude=np.asarray(request.exclude_movie_ids, dtype=np.int64),
             leave_out=served.neighbour_left_out(_movie_filter(request.filter)),
+            gathered=gathered,
         )
         catalogue = served.catalogue
         ids = rows if catalogue.is_identity else catalogue.movie_ids[rows].tolist()
