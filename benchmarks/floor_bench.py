@@ -9,7 +9,8 @@ movies, with random weights (speed does not depend on them), is saved to a fresh
 it. For each: the floor (numpy's time, in this process, to read the layer once: one
 matrix-vector product on one thread, as the server computes a lone call), a single caller's p50
 against (floor + a bare call's p50), and the watchers (or queries) answered per second by 8
-concurrent callers against a single caller's rate. Nothing here asserts; the targets are
+concurrent callers against a single caller's rate, with the CPU time a call costs the server
+and the callers (this process) meanwhile. Nothing here asserts; the targets are
 printed beside the figures. --repeats runs everything again, to show the spread.
 """
 
@@ -33,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from movie_embeddings.v1 import movie_embeddings_pb2 as pb
 from movie_embeddings_server.model.inference import ServedModel
-from movie_embeddings_server.serving.process import start_server, wait_quiet
+from movie_embeddings_server.serving.process import cpu_seconds, start_server, wait_quiet
 from movie_embeddings_server.store.models import Store
 
 # benchmarks/ is on sys.path when this runs as a script.
@@ -160,14 +161,19 @@ def bench_wait(
             )
             one = throughput(lambda m=method, q=queries: rotating(server.target, m, q), 1, seconds)
             before = gathered(metrics, method)
+            used = cpu_seconds(server.process.pid), time.process_time(), time.perf_counter()
             many = throughput(
                 lambda m=method, q=queries: rotating(server.target, m, q), CALLERS, seconds
             )
+            cpu = cpu_seconds(server.process.pid), time.process_time(), time.perf_counter()
             passes, rows = np.subtract(gathered(metrics, method), before)
             per_pass = f", {rows / passes:.1f} per pass" if passes else ""
+            calls = many * (cpu[2] - used[2])
             table.add(
                 f"{what}, {CALLERS} callers, wait {wait_us} µs",
-                f"{many:,.0f} answered/s (1 caller: {one:,.0f}/s{per_pass})",
+                f"{many:,.0f} answered/s (1 caller: {one:,.0f}/s{per_pass}; CPU a call: server "
+                f"{ms((cpu[0] - used[0]) / calls)}, callers {ms((cpu[1] - used[1]) / calls)}; "
+                f"server {(cpu[0] - used[0]) / (cpu[2] - used[2]):.2f} cores)",
                 f"{many / one:.2f}x 1 caller",
                 "≥ 4x",
             )
