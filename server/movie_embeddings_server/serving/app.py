@@ -66,9 +66,9 @@ class ServerConfig:
     max_message_bytes: int = 4 * 2**20  # each way; gRPC's own default for what it receives
     # Concurrent Reconstruct calls (and NearestMovies by a vector by cosine) on one version are
     # gathered for up to this long into one pass over its layer (0: never), up to
-    # max_batch_rows rows a pass. Once a version
-    # has been called alone, a lone call does not wait (batching.py); 5 ms lets 8 callers'
-    # next calls, a round trip after their answers, meet in one pass (docs/speed.md).
+    # max_batch_rows rows a pass. Once a version has been called alone, a lone call does not
+    # wait (batching.py); 5 ms lets 8 callers' next calls, a round trip after their answers,
+    # meet in one pass (docs/speed.md).
     batch_wait_us: int = 5000
     max_batch_rows: int = 32
     tls_cert: Path | None = None

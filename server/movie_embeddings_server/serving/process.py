@@ -74,9 +74,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wait_quiet(pid: int, timeout: float = 60.0, busy: float = 0.05) -> None:
-    """Block until a server and its children use under `busy` of a core over half a second
-    (bounded): a server SERVING still imports TensorFlow in the trainer process it keeps warm
-    for about as long as a core's 3-4 s, which a measure taken meanwhile would count."""
+    """Block until a process and its children use under `busy` of a core over half a second
+    (bounded): a server that is SERVING still imports TensorFlow in the trainer process it
+    keeps warm (3-4 s of a core), which a measure taken meanwhile would count."""
     deadline = time.monotonic() + timeout
     used = None
     while time.monotonic() < deadline:
