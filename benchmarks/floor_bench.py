@@ -2,9 +2,11 @@
 vector against numpy reading the layer once, alone and with 8 concurrent callers.
 
     python benchmarks/floor_bench.py [--waits-us 0,500,1000,2000] [--repeats 2] [--quick]
+                                     [--store DATA_DIR --model NAME]
 
 A model at the dataset default sizes (embedding 200, hidden 600) over MovieLens-25M's 59,047
-movies, with random weights (speed does not depend on them), is saved to a fresh store, and one
+movies, with random weights, is saved to a fresh store (or, with --store, the newest version
+of a stored model is served: e.g. one that benchmarks/scale.py trained), and one
 `movie-embeddings serve` is started per --batch-wait-us value, with a bare grpcio server beside
 it. For each: the floor (numpy's time, in this process, to read the layer once: one
 matrix-vector product on one thread, as the server computes a lone call), a single caller's p50
@@ -71,7 +73,7 @@ def requests(served: ServedModel, seed: int) -> dict[str, list[object]]:
     """Top-10 Reconstructs of 20 liked ids and NearestMovies by vector, a new query each."""
     rng = np.random.default_rng(seed)
     ids = served.catalogue.movie_ids
-    model = pb.ModelRef(name=BIG)
+    model = pb.ModelRef(name=served.name, version=served.version)
     reconstructs, nearest = [], []
     for _ in range(64):
         liked = rng.choice(ids, 20, replace=False).tolist()
@@ -187,25 +189,34 @@ def main() -> None:
     parser.add_argument("--waits-us", default="0,500,1000,2000", help="--batch-wait-us values")
     parser.add_argument("--repeats", type=int, default=2, help="runs of everything (spread)")
     parser.add_argument("--quick", action="store_true", help="fewer calls, shorter runs")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="serve this data dir's --model instead of a random one (e.g. a trained one's)",
+    )
+    parser.add_argument("--model", default="default", help="with --store (default: %(default)s)")
     args = parser.parse_args()
     n, seconds = (60, 3.0) if args.quick else (300, 8.0)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     table = Table()
     with tempfile.TemporaryDirectory() as tmp:
-        data, log = Path(tmp) / "data", Path(tmp) / "server.log"
-        save_random_model(data, BIG, BIG_MOVIES, 1, dim=200, hidden=600)
+        data, log = args.store or Path(tmp) / "data", Path(tmp) / "server.log"
+        if not args.store:
+            save_random_model(data, BIG, BIG_MOVIES, 1, dim=200, hidden=600)
         store = Store(data)
         store.load_new()
-        (served,) = store.list(BIG)
+        served = store.resolve(args.model if args.store else BIG, 0)
         for repeat in range(args.repeats):
             for wait in [int(w) for w in args.waits_us.split(",")]:
                 print(f"run {repeat + 1}, wait {wait} µs", flush=True)
                 bench_wait(
                     table, data, log.with_suffix(f".{repeat}.{wait}"), served, wait, n, seconds
                 )
+    hidden = served.input_to_hidden.shape[1] - 1
     print(
         f"Memory-floor benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-        f"{os.cpu_count()} cores, {BIG_MOVIES:,} movies, embedding 200, hidden 600, "
+        f"{os.cpu_count()} cores, model {served.name} v{served.version}: {served.num_movies:,} "
+        f"movies, embedding {served.embedding_dim}, hidden {hidden}, "
         f"Python {platform.python_version()}, grpcio {grpc.__version__}\n"
     )
     print(table.markdown())
