@@ -73,6 +73,34 @@ def test_concurrent_calls_share_one_pass_and_each_gets_its_own_rows() -> None:
         np.testing.assert_array_equal(result, rows * 10.0)
 
 
+def test_each_call_is_finished_by_the_pass_with_its_own_rows_and_its_own_failure() -> None:
+    gatherer, compute = Gatherer(WAIT, max_rows=32), Passes()
+    start = threading.Barrier(3)
+    finished_on: list[str] = []
+
+    def finish(i: int) -> Callable[[np.ndarray], float]:
+        def done(rows: np.ndarray) -> float:
+            finished_on.append(threading.current_thread().name)
+            if i == 1:
+                raise ValueError("call 1's own failure")
+            return float(rows.sum())
+
+        return done
+
+    def call(i: int) -> float:
+        start.wait(timeout=10)
+        return gatherer.run("key", np.full((1, 2), float(i)), compute, CallEnd(), finish(i))
+
+    with ThreadPoolExecutor(3, "caller") as pool:
+        futures = [pool.submit(call, i) for i in range(3)]
+        with pytest.raises(ValueError, match="call 1's own failure"):
+            futures[1].result(timeout=10)
+        assert [futures[i].result(timeout=10) for i in (0, 2)] == [0.0, 40.0]
+    assert compute.sizes == [3]
+    # All three finished by the one thread that ran the pass, right after it.
+    assert len(finished_on) == 3 and len(set(finished_on)) == 1
+
+
 def test_a_full_batch_starts_at_once_and_the_next_call_leads_another() -> None:
     gatherer, compute = Gatherer(60.0, max_rows=4), Passes()
     started = time.monotonic()

@@ -10,6 +10,12 @@ from ..errors import InvalidArgument
 from . import filters, search
 from .catalogue import Catalogue
 
+# How a query vector is scored with concurrent ones: gathered(unit vector, ranked) returns
+# ranked(its cosine with every movie), ranked: scores -> (rows, their scores), the k best.
+Gathered = Callable[
+    [np.ndarray, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]],
+    tuple[np.ndarray, np.ndarray],
+]
 # Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie
 # catalogue: 8 MiB per metric), so a query by movie id reads a row instead of searching.
 TABLE_MOVIES = 1024
@@ -56,12 +62,13 @@ class MovieVectors:
         metric: str,
         exclude: np.ndarray,
         leave_out: np.ndarray | None = None,
-        gathered: Callable[[np.ndarray], np.ndarray] | None = None,
+        gathered: Gathered | None = None,
     ) -> tuple[list[int], list[float]]:
         """Rows and scores of the k nearest movies, best first; the query movie is excluded.
         `movie_id` and `exclude` are the catalogue's ids (catalogue.ids maps the rows back);
-        `leave_out`, a mask of rows (a filter's), is left out too. `gathered`, given, scores a
-        query vector's unit vector by cosine (`cosines` of it, possibly with other calls')."""
+        `leave_out`, a mask of rows (a filter's), is left out too. `gathered(unit, ranked)`,
+        given, scores a query vector's unit vector by cosine (`cosines` of it, possibly with
+        other calls') and returns `ranked` of its scores."""
         if k < 0:
             raise InvalidArgument("k", f"must be >= 0, got {k}")
         exclude = self.catalogue.rows("exclude_movie_ids", exclude)
@@ -76,12 +83,17 @@ class MovieVectors:
         else:
             assert vector is not None
             query = self._check_vector(vector, metric)
+
+        def ranked(row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rows = search.top_k(row_scores, k, exclude, leave_out)
+            return rows, row_scores[rows]
+
         if vector is not None and metric == "cosine" and gathered is not None:
-            row_scores = gathered(query / np.linalg.norm(query))  # checked: its norm is > 0
+            # checked: its norm is > 0
+            rows, found = gathered(query / np.linalg.norm(query), ranked)
         else:
-            row_scores = search.scores(self.embedding, self.unit, query, metric)
-        rows = search.top_k(row_scores, k, exclude, leave_out)
-        return rows.tolist(), row_scores[rows].tolist()
+            rows, found = ranked(search.scores(self.embedding, self.unit, query, metric))
+        return rows.tolist(), found.tolist()
 
     def cosines(self, queries: np.ndarray, product: search.Product = np.matmul) -> np.ndarray:
         """Every movie's cosine with each unit-length query (a row): (queries, movies)."""

@@ -3,12 +3,14 @@ batching, as Triton's batcher and TensorFlow Serving's batching session do).
 
 Reading a 59,047-movie output layer once costs the same for one watcher as for several: memory
 bandwidth bounds it. The first call to arrive leads a batch: it waits up to `wait` seconds
-(or until `max_rows` rows have come), runs the pass for every row gathered, and hands each
-call its slice; the others wait for theirs. No thread of its own: a call alone never waits
-more than `wait`. Each call checks its own input before it joins and turns its own slice into
-its answer after, so errors and answers stay per call; a call that ends while it waits
-(cancelled, past its deadline) is woken at once and its rows are left out if the pass has not
-begun.
+(or until `max_rows` rows have come), runs the pass for every row gathered, then each call's
+own `finish` of its slice (a top k: right after the pass, on its caches, where the calls' own
+threads, woken after a pass that streamed the layer through both cores, took several times
+longer), and hands each call its result; the others wait for theirs. No thread of its own: a
+call alone never waits more than `wait`. Each call checks its own input before it joins and
+builds its answer from its result after, so errors and answers stay per call; a call that ends
+while it waits (cancelled, past its deadline) is woken at once and its rows are left out if
+the pass has not begun.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -62,13 +65,14 @@ class SplitProduct:
 class _Call:
     """One call's rows in a batch, and what it gets back."""
 
-    __slots__ = ("done", "error", "gone", "result", "rows")
+    __slots__ = ("done", "error", "finish", "gone", "result", "rows")
 
-    def __init__(self, rows: np.ndarray) -> None:
+    def __init__(self, rows: np.ndarray, finish: Callable[[np.ndarray], Any]) -> None:
         self.rows = rows
+        self.finish = finish
         self.done = threading.Event()
         self.gone = False  # ended while it waited: nobody reads its result
-        self.result: np.ndarray | None = None
+        self.result: Any = None
         self.error: BaseException | None = None
 
     def end(self) -> None:
@@ -114,13 +118,15 @@ class Gatherer:
         rows: np.ndarray,
         compute: Callable[[np.ndarray], np.ndarray],
         on_end: OnEnd,
-    ) -> np.ndarray:
-        """compute(rows), possibly as part of a larger compute of other calls' rows stacked
-        with them: its result's rows are each input row's, in order. Cancelled when the call
-        ends while it waits."""
+        finish: Callable[[np.ndarray], Any] = lambda result: result,
+    ) -> Any:
+        """finish(compute(rows)), the compute possibly part of a larger compute of other
+        calls' rows stacked with them (its result's rows are each input row's, in order), and
+        `finish` of this call's rows run by the thread that ran the pass, right after it, while
+        the result is in its caches. Cancelled when the call ends while it waits."""
         if self.wait <= 0 or len(rows) >= self.max_rows:
-            return compute(rows)
-        call = _Call(rows)
+            return finish(compute(rows))
+        call = _Call(rows, finish)
         with self._lock:
             batch = self._open.get(key)
             if batch is not None and batch.rows + len(rows) <= self.max_rows:
@@ -201,16 +207,20 @@ class Gatherer:
             self.observe(what, sum(len(c.rows) for c in calls))
         try:
             if len(calls) == 1:
-                leader.result = compute(leader.rows)
+                results = compute(leader.rows)
             else:
                 results = compute(np.concatenate([c.rows for c in calls]))
-                start = 0
-                for c in calls:
-                    c.result = results[start : start + len(c.rows)]
-                    start += len(c.rows)
         except Exception as exc:  # every call of the batch fails as the pass did
             for c in calls:
                 c.error = exc
+        else:
+            start = 0
+            for c in calls:
+                try:  # each call's own failure is its own
+                    c.result = c.finish(results[start : start + len(c.rows)])
+                except Exception as exc:
+                    c.error = exc
+                start += len(c.rows)
         finally:
             for c in others:
                 c.done.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -163,14 +164,18 @@ class MovieEmbeddingServicer(
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
 
-        def gathered(unit_query: np.ndarray) -> np.ndarray:
-            """Its cosines with every movie, in one pass with concurrent calls' queries."""
+        def gathered(
+            unit_query: np.ndarray, ranked: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+        ) -> tuple[np.ndarray, np.ndarray]:
+            """Its cosines with every movie, in one pass with concurrent calls' queries, ranked
+            by the thread that ran the pass."""
             return self.gatherer.run(
                 (served, "nearest"),
                 unit_query[None],
                 lambda queries: served.cosines(queries, self.product),
                 context.add_callback,
-            )[0]
+                lambda scores: ranked(scores[0]),
+            )
 
         rows, scores = served.nearest(
             movie_id=request.movie_id if query == "movie_id" else None,
@@ -211,18 +216,27 @@ class MovieEmbeddingServicer(
         check_top_k(request.top_k)
         leave_out = filters.left_out(served.catalogue, _movie_filter(request.filter))
         hidden = np.stack([h for h, _ in found])
-        matrix = self.gatherer.run(
+
+        def ranked(negated: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+            """Each watcher's probabilities (its row, in place) and top k, ranked as every
+            other path ranks them (ties to the lower row)."""
+            out = []
+            for row, (_, liked) in zip(negated, found, strict=True):
+                probabilities = sigmoid_of_negated(row)
+                out.append(
+                    (probabilities, search.top_k(probabilities, request.top_k, liked, leave_out))
+                )
+            return out
+
+        answers = self.gatherer.run(
             (served, "reconstruct"),
             hidden,
             lambda rows: served.negated_logits(rows, self.product),
             context.add_callback,
+            ranked,
         )
         response = pb.ReconstructResponse(model=ref_of(served))
-        for (_, liked), negated in zip(found, matrix, strict=True):
-            # Each call's own row to probabilities, in place: off the pass the calls share, and
-            # ranked as every other path ranks them (ties to the lower row).
-            probabilities = sigmoid_of_negated(negated)
-            chosen = search.top_k(probabilities, request.top_k, liked, leave_out)
+        for (_, liked), (probabilities, chosen) in zip(found, answers, strict=True):
             _add_reconstruction(
                 response,
                 served.catalogue,
