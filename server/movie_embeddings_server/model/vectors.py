@@ -10,12 +10,11 @@ from ..errors import InvalidArgument
 from . import filters, search
 from .catalogue import Catalogue
 
+# A query's k best: its scores -> (rows, their scores).
+Ranked = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # How a query vector is scored with concurrent ones: gathered(unit vector, ranked) returns
-# ranked(its cosine with every movie), ranked: scores -> (rows, their scores), the k best.
-Gathered = Callable[
-    [np.ndarray, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]],
-    tuple[np.ndarray, np.ndarray],
-]
+# ranked(its cosine with every movie).
+Gathered = Callable[[np.ndarray, Ranked], tuple[np.ndarray, np.ndarray]]
 # Up to this many movies, every movie's neighbours are ranked once per metric (a 1,024-movie
 # catalogue: 8 MiB per metric), so a query by movie id reads a row instead of searching.
 TABLE_MOVIES = 1024

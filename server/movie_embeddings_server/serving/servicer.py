@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -18,6 +17,7 @@ from .. import config, errors
 from ..model import filters, search
 from ..model.catalogue import Catalogue
 from ..model.inference import ServedModel, check_top_k, sigmoid_of_negated
+from ..model.vectors import Ranked
 from ..store.datasets import DatasetStore
 from ..store.models import Store
 from .batching import Gatherer, SplitProduct
@@ -164,9 +164,7 @@ class MovieEmbeddingServicer(
         if request.metric not in METRIC_NAMES:
             raise errors.InvalidArgument("metric", f"unknown metric value {request.metric}")
 
-        def gathered(
-            unit_query: np.ndarray, ranked: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-        ) -> tuple[np.ndarray, np.ndarray]:
+        def gathered(unit_query: np.ndarray, ranked: Ranked) -> tuple[np.ndarray, np.ndarray]:
             """Its cosines with every movie, in one pass with concurrent calls' queries, ranked
             by the thread that ran the pass."""
             return self.gatherer.run(
