@@ -29,7 +29,9 @@ def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str)
         norm = np.linalg.norm(query)
         # A zero vector has no direction: every cosine with it is 0 (a movie nobody liked
         # in training keeps its zero-initialised row).
-        return unit @ (query / norm) if norm > 0 else np.zeros(len(unit), dtype=unit.dtype)
+        if norm == 0:
+            return np.zeros(len(unit), dtype=unit.dtype)
+        return cosines(unit, (query / norm)[None])[0]
     query = query.astype(np.float64)
     found = np.empty(len(matrix))
     start = 0
@@ -49,8 +51,8 @@ def scores(matrix: np.ndarray, unit: np.ndarray, query: np.ndarray, metric: str)
 
 def cosines(unit: np.ndarray, queries: np.ndarray, product: Product = np.matmul) -> np.ndarray:
     """Cosine scores (queries, rows) of unit-length `queries` against every row of `unit`, the
-    matrix read once for them all; one query alone is scored as `scores` scores it (several
-    come out of a matrix product whose sums may round otherwise: within 1e-6)."""
+    matrix read once for them all: one query alone (as `scores` scores a cosine) by one
+    matrix-vector product, several by `product` (whose sums may round otherwise: within 1e-6)."""
     if len(queries) == 1:
         return (unit @ queries[0])[None]
     return product(queries, unit.T)
